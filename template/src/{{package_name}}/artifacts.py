@@ -1,0 +1,174 @@
+"""Versioned model artifacts on disk: ``models/<version>/`` plus a ``models/LATEST`` pointer.
+
+Each version directory holds:
+
+- ``model.skops``: the fitted scikit-learn Pipeline in skops format (no pickle: loading checks
+  that every type in the file is a scikit-learn or NumPy type before anything is built);
+- ``metadata.json``: version, data fingerprint, metrics, threshold, input schema, an input
+  example, git commit, library versions and the artifact's SHA-256;
+- ``holdout.json``: the ids of the test rows, so ``evaluate`` scores exactly the same rows.
+
+A version is written to a temporary directory and renamed into place, and ``LATEST`` is replaced
+atomically afterwards, so a failed or interrupted run never changes what is being served.
+This module imports no scikit-learn at import time: the service reads metadata cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .config import PACKAGE, FeaturesConfig
+from .errors import ModelNotFoundError
+
+MODEL_FILE = "model.skops"
+METADATA_FILE = "metadata.json"
+HOLDOUT_FILE = "holdout.json"
+LATEST_FILE = "LATEST"
+# The only types a model file may contain: checked before loading (see load_pipeline).
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.")
+
+
+class ModelMetadata(BaseModel):
+    """What a trained model says about itself; the service and batch predict read this."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    version: str
+    created_at: str
+    project: str
+    task: str = "binary_classification"
+    model_name: str
+    model_params: dict[str, Any]
+    target: str
+    id_column: str
+    positive_label: int = 1
+    threshold: float
+    metrics: dict[str, float]
+    cv_metrics: dict[str, float]
+    features: FeaturesConfig
+    input_example: dict[str, Any]
+    data_fingerprint: str
+    n_train_rows: int
+    n_test_rows: int
+    git_commit: str | None
+    library_versions: dict[str, str]
+    artifact_sha256: str
+
+
+def new_version(data_fingerprint: str, now: datetime | None = None) -> str:
+    """A sortable, unique-enough version id: UTC timestamp + data fingerprint prefix."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S%fZ}-{data_fingerprint[:8]}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def publish(models_dir: Path, version: str, write: Callable[[Path], None]) -> Path:
+    """Let ``write`` fill a fresh directory, then move it to ``models_dir/version`` and point
+    ``LATEST`` at it. Nothing visible changes unless ``write`` succeeds."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=models_dir))
+    try:
+        write(staging)
+        final = models_dir / version
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _atomic_write_text(models_dir / LATEST_FILE, version + "\n")
+    return final
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def resolve_model_dir(models_dir: Path, version: str | None = None) -> Path:
+    """The directory of ``version``, or of the version ``LATEST`` points at."""
+    if version is None:
+        try:
+            version = (models_dir / LATEST_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise ModelNotFoundError(
+                f"no trained model in {models_dir}/ (no {LATEST_FILE} file): "
+                f"run `python -m {PACKAGE} train` first"
+            ) from None
+    model_dir = models_dir / version
+    if not (model_dir / METADATA_FILE).is_file():
+        raise ModelNotFoundError(f"model version '{version}' not found in {models_dir}/")
+    return model_dir
+
+
+def write_metadata(model_dir: Path, metadata: ModelMetadata) -> None:
+    (model_dir / METADATA_FILE).write_text(
+        json.dumps(metadata.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8"
+    )
+
+
+def load_metadata(model_dir: Path) -> ModelMetadata:
+    """Read and validate ``metadata.json``; a damaged file is reported, not half-used."""
+    path = model_dir / METADATA_FILE
+    try:
+        return ModelMetadata.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{path} is missing") from None
+    except ValidationError as exc:
+        raise ModelNotFoundError(f"{path} is not valid model metadata: {exc}") from None
+
+
+def save_pipeline(pipeline: object, model_dir: Path) -> str:
+    """Write the fitted pipeline with skops; return the file's SHA-256."""
+    import skops.io as sio
+
+    path = model_dir / MODEL_FILE
+    sio.dump(pipeline, path)
+    return sha256_file(path)
+
+
+def load_pipeline(model_dir: Path, metadata: ModelMetadata) -> Any:
+    """Load the fitted pipeline after checking its checksum and the types it contains."""
+    import skops.io as sio
+
+    path = model_dir / MODEL_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing")
+    if sha256_file(path) != metadata.artifact_sha256:
+        raise ModelNotFoundError(
+            f"{path} does not match the checksum in its metadata: the file was changed or "
+            "damaged after training; retrain or restore it"
+        )
+    untrusted = sio.get_untrusted_types(file=path)
+    unexpected = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    if unexpected:
+        raise ModelNotFoundError(
+            f"{path} contains types outside scikit-learn/NumPy and was not loaded: "
+            + ", ".join(unexpected)
+        )
+    return sio.load(path, trusted=untrusted)
+
+
+def write_json(path: Path, payload: object) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,1 @@
+"""Data: the embedded sample warehouse, SQL extraction and validation."""

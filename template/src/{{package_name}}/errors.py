@@ -1,0 +1,31 @@
+"""Errors a user can cause and fix. The CLI prints them as one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class ProjectError(Exception):
+    """Base class: a problem with the user's config, data or artifacts, not a bug."""
+
+
+class ConfigError(ProjectError):
+    """The config file or an environment override is invalid."""
+
+
+class DataError(ProjectError):
+    """The data source cannot be read or does not have the expected shape."""
+
+
+class DataValidationError(DataError):
+    """The data breaks the schema; ``report`` lists every failed check."""
+
+    def __init__(self, message: str, report: str) -> None:
+        super().__init__(f"{message}\n{report}")
+        self.report = report
+
+
+class ModelNotFoundError(ProjectError):
+    """No trained model where one was expected."""
+
+
+class ModelQualityError(ProjectError):
+    """A freshly trained model failed a quality gate and was not published."""

@@ -1,0 +1,60 @@
+"""Estimator factory: the model named in the config, with class imbalance handled."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from .config import Config, ModelConfig
+from .errors import ConfigError
+from .features import build_preprocessor
+
+ESTIMATORS: dict[str, type[ClassifierMixin]] = {
+    "logistic_regression": LogisticRegression,
+    "random_forest": RandomForestClassifier,
+    "hist_gradient_boosting": HistGradientBoostingClassifier,
+}
+
+# Sensible starting points; anything in model.params overrides them.
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "logistic_regression": {"C": 1.0, "max_iter": 2000},
+    "random_forest": {"n_estimators": 300, "min_samples_leaf": 5, "n_jobs": -1},
+    "hist_gradient_boosting": {"learning_rate": 0.05, "max_iter": 300, "early_stopping": True},
+}
+
+
+def build_estimator(cfg: ModelConfig, seed: int) -> ClassifierMixin:
+    """Instantiate the configured estimator; unknown parameters get a clear error."""
+    estimator_cls = ESTIMATORS[cfg.name]
+    accepted = set(inspect.signature(estimator_cls).parameters)
+    unknown = sorted(set(cfg.params) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"model.params: {', '.join(unknown)} not accepted by {cfg.name}; "
+            f"valid parameters: {', '.join(sorted(accepted))}"
+        )
+    params: dict[str, Any] = {**DEFAULT_PARAMS[cfg.name], **cfg.params}
+    params.setdefault("class_weight", cfg.class_weight)
+    params.setdefault("random_state", seed)
+    estimator = estimator_cls(**params)
+    try:
+        # scikit-learn checks parameter values only at fit time; check now, before any work.
+        estimator._validate_params()  # type: ignore[attr-defined]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.params for {cfg.name} are invalid: {exc}") from None
+    return estimator
+
+
+def build_pipeline(cfg: Config) -> Pipeline:
+    """Features + estimator, unfitted."""
+    return Pipeline(
+        [
+            ("features", build_preprocessor(cfg.features)),
+            ("model", build_estimator(cfg.model, cfg.training.seed)),
+        ]
+    )

@@ -1,0 +1,131 @@
+"""Batch prediction: CSV, parquet or SQL in, predictions out, one chunk at a time.
+
+Memory stays flat as the input grows: each chunk is read, validated, scored and appended to the
+output before the next is read. The output is written to ``<output>.partial`` and moved into
+place only when every chunk succeeded, so a bad row never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import artifacts
+from .config import Config
+from .data.extract import iter_query, make_engine, read_query
+from .data.validate import validate_frame
+from .errors import DataError
+from .serving.runtime import SklearnPredictor
+
+SQL_SOURCE = "sql"
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What a batch run did."""
+
+    rows: int
+    chunks: int
+    positives: int
+    output: Path
+    model_version: str
+
+
+def iter_input(source: str, cfg: Config, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """Chunks of ``source``: a .csv or .parquet path, or ``sql`` for ``data.scoring_query``."""
+    if source == SQL_SOURCE:
+        engine = make_engine(cfg.data.url)
+        try:
+            yield from iter_query(engine, read_query(cfg.data.scoring_query), chunk_size)
+        finally:
+            engine.dispose()
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"input file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        yield from pd.read_csv(path, chunksize=chunk_size)
+    elif suffix in (".parquet", ".pq"):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
+            yield batch.to_pandas()
+    else:
+        raise DataError(f"unsupported input {path}: use a .csv or .parquet file, or 'sql'")
+
+
+def predict_batch(
+    cfg: Config,
+    source: str,
+    output: Path,
+    *,
+    version: str | None = None,
+    chunk_size: int | None = None,
+) -> PredictSummary:
+    """Score ``source`` with the model (default: LATEST) and write ``output`` (.csv/.parquet)."""
+    if output.suffix.lower() not in (".csv", ".parquet"):
+        raise DataError(f"unsupported output {output}: use a .csv or .parquet file name")
+    predictor = SklearnPredictor(artifacts.resolve_model_dir(cfg.paths.models_dir, version))
+    id_column = cfg.data.id_column
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    writer = _ChunkWriter(partial)
+    rows = chunks = positives = 0
+    try:
+        for chunk in iter_input(source, cfg, chunk_size or cfg.data.chunk_size):
+            chunk.index = pd.RangeIndex(rows, rows + len(chunk))  # row numbers for error reports
+            missing = [c for c in predictor.metadata.features.names if c not in chunk.columns]
+            if missing:
+                raise DataError(f"input {source} lacks feature column(s): {', '.join(missing)}")
+            valid = validate_frame(chunk, cfg, with_target=False, with_id=False)
+            probability = predictor.predict_frame(valid)
+            labels = predictor.label(probability)
+            result = pd.DataFrame(
+                {"probability": probability, "prediction": labels}, index=valid.index
+            )
+            if id_column in chunk.columns:
+                result.insert(0, id_column, chunk[id_column].to_numpy())
+            result["model_version"] = predictor.metadata.version
+            writer.write(result)
+            rows += len(result)
+            chunks += 1
+            positives += int(labels.sum())
+        writer.close()
+        if rows == 0:
+            raise DataError(f"input {source} has no rows")
+        os.replace(partial, output)
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    return PredictSummary(rows, chunks, positives, output, predictor.metadata.version)
+
+
+class _ChunkWriter:
+    """Appends DataFrames to one CSV (header once) or one parquet file (one row group each)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._parquet: pq.ParquetWriter | None = None
+        self._wrote_csv_header = False
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.path.name.endswith(".parquet.partial"):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.path, table.schema)
+            self._parquet.write_table(table)
+        else:
+            frame.to_csv(self.path, mode="a" if self._wrote_csv_header else "w",
+                         header=not self._wrote_csv_header, index=False)
+            self._wrote_csv_header = True
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None

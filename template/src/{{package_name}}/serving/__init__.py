@@ -1,0 +1,1 @@
+"""HTTP service: app factory, request/response schemas, model runtime, observability."""

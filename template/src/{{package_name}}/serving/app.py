@@ -1,0 +1,177 @@
+"""FastAPI app factory.
+
+``create_app(cfg)`` builds a fresh app (no module-level app, no global state): routes, schemas
+generated from the model's input schema, and a lifespan that loads the model in a background
+thread so ``/health`` answers at once and ``/ready`` says 503 until the model is loaded.
+
+Endpoints: ``GET /health``, ``GET /ready``, ``GET /metadata``, ``POST /predict``,
+``POST /predict/batch``, ``GET /metrics`` (Prometheus). Bad input gets a 4xx with a message.
+"""
+# No ``from __future__ import annotations`` here: FastAPI must see the generated request
+# classes as real objects in the endpoint signatures.
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .. import __version__, artifacts
+from ..config import Config
+from ..errors import ProjectError
+from .observability import ObservabilityMiddleware, ServiceMetrics
+from .runtime import Predictor, SklearnPredictor
+from .schemas import (
+    BatchPrediction,
+    ModelInfo,
+    Prediction,
+    Status,
+    build_batch_model,
+    build_record_model,
+)
+
+logger = logging.getLogger(__name__)
+
+PredictorFactory = Callable[[Path], Predictor]
+
+
+class ModelState:
+    """The loaded model, or why there is none yet."""
+
+    def __init__(self) -> None:
+        self.predictor: Predictor | None = None
+        self.problem: str = "model is loading"
+
+
+def create_app(cfg: Config, load_predictor: PredictorFactory = SklearnPredictor) -> FastAPI:
+    """Build the service for the model version ``cfg.serving.model_version`` (default: LATEST).
+
+    The request schema comes from the model's metadata when a model exists, so the API always
+    matches the model it serves; without a model it falls back to the config's features and
+    ``/ready`` explains what to do.
+    """
+    state = ModelState()
+    metrics = ServiceMetrics()
+    model_dir: Path | None = None
+    features = cfg.features
+    try:
+        model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.model_version)
+        features = artifacts.load_metadata(model_dir).features
+    except ProjectError as exc:
+        state.problem = str(exc)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if model_dir is not None:
+            # Loading is CPU and disk work: keep it off the event loop so /health answers.
+            loading = asyncio.create_task(asyncio.to_thread(_load, model_dir))
+            yield
+            loading.cancel()
+        else:
+            logger.warning("starting without a model: %s", state.problem)
+            yield
+
+    def _load(directory: Path) -> None:
+        try:
+            predictor = load_predictor(directory)
+        except ProjectError as exc:
+            state.problem = str(exc)
+            logger.error("model not loaded: %s", exc)
+            return
+        state.predictor = predictor
+        metrics.model_info.labels(predictor.metadata.version).set(1)
+        logger.info("model %s loaded from %s", predictor.metadata.version, directory)
+
+    app = FastAPI(
+        title=f"{cfg.project} prediction service",
+        description="Scores records with the trained model. See /docs for the request schema.",
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        ObservabilityMiddleware, metrics=metrics, max_body_bytes=cfg.serving.max_body_bytes
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    def require_model() -> Predictor:
+        if state.predictor is None:
+            raise HTTPException(status_code=503, detail=f"not ready: {state.problem}")
+        return state.predictor
+
+    ModelDep = Annotated[Predictor, Depends(require_model)]
+    Record = build_record_model(features)
+    BatchRequest = build_batch_model(Record, cfg.serving.max_batch_size)
+
+    @app.get("/health", response_model=Status, tags=["ops"])
+    async def health() -> Status:
+        """Liveness: the process answers. Does not depend on the model."""
+        return Status(status="ok")
+
+    @app.get("/ready", response_model=Status, tags=["ops"], responses={503: {"description": "no model yet"}})
+    async def ready(predictor: ModelDep) -> Status:
+        """Readiness: 200 once the model is loaded, 503 (with the reason) before."""
+        return Status(status="ready", model_version=predictor.metadata.version)
+
+    @app.get("/metadata", response_model=ModelInfo, tags=["model"])
+    async def metadata(predictor: ModelDep) -> ModelInfo:
+        """Model version, metrics, threshold, input schema and one valid example record."""
+        meta = predictor.metadata
+        return ModelInfo(
+            model_version=meta.version,
+            model_name=meta.model_name,
+            created_at=meta.created_at,
+            task=meta.task,
+            threshold=meta.threshold,
+            metrics=meta.metrics,
+            features=meta.features,
+            input_example=meta.input_example,
+            data_fingerprint=meta.data_fingerprint,
+        )
+
+    @app.post("/predict", response_model=Prediction, tags=["model"])
+    def predict(record: Record, predictor: ModelDep) -> Prediction:  # type: ignore[valid-type]
+        """Score one record (a flat object: feature name -> value)."""
+        return _score([record], predictor, metrics)[0]
+
+    @app.post("/predict/batch", response_model=BatchPrediction, tags=["model"])
+    def predict_batch(batch: BatchRequest, predictor: ModelDep) -> BatchPrediction:  # type: ignore[valid-type]
+        """Score up to ``serving.max_batch_size`` records in one request."""
+        predictions = _score(batch.records, predictor, metrics)  # type: ignore[attr-defined]
+        return BatchPrediction(predictions=predictions, model_version=predictor.metadata.version)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _score(records: list[Any], predictor: Predictor, metrics: ServiceMetrics) -> list[Prediction]:
+    probability = predictor.predict_records([r.model_dump() for r in records])
+    labels = predictor.label(probability)
+    version = predictor.metadata.version
+    for label in labels:
+        metrics.predictions.labels(str(label)).inc()
+    return [
+        Prediction(prediction=int(label), probability=float(p), model_version=version)
+        for p, label in zip(probability, labels, strict=True)
+    ]
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """422 with one readable line per problem. The offending input is not echoed back: it may
+    be NaN/inf (not JSON) or large."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    problems = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append({"field": location or "body", "message": error.get("msg", "invalid"), "type": error.get("type", "")})
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    return JSONResponse(status_code=422, content={"detail": summary or "invalid request", "errors": problems})
+

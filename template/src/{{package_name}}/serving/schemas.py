@@ -1,0 +1,90 @@
+"""Request and response models. The record model is generated from the model's input schema.
+
+Generating it (rather than writing it by hand) is what keeps the API, the data checks and the
+model in step: wrong types, missing or unknown fields, NaN/inf, out-of-range numbers and unknown
+categories are rejected by pydantic with a 422 before the model sees them.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ..config import CategoricalFeature, FeaturesConfig, NumericFeature
+
+STRICT_RECORD = ConfigDict(extra="forbid", frozen=True)
+
+
+def _numeric_field(feature: NumericFeature) -> tuple[Any, Any]:
+    base: Any = int if feature.dtype == "int" else float
+    constraints = Field(
+        ge=feature.min,
+        le=feature.max,
+        strict=True,
+        allow_inf_nan=False,
+        description=feature.description or None,
+    )
+    if feature.nullable:
+        return Annotated[base | None, constraints], ...
+    return Annotated[base, constraints], ...
+
+
+def _categorical_field(feature: CategoricalFeature) -> tuple[Any, Any]:
+    allowed: Any = Literal[tuple(feature.categories)]
+    description = feature.description or None
+    if feature.nullable:
+        return Annotated[allowed | None, Field(description=description)], ...
+    return Annotated[allowed, Field(description=description)], ...
+
+
+def build_record_model(features: FeaturesConfig) -> type[BaseModel]:
+    """A pydantic model with one required field per feature (nullable ones accept null)."""
+    fields: dict[str, Any] = {f.name: _numeric_field(f) for f in features.numeric}
+    fields.update({f.name: _categorical_field(f) for f in features.categorical})
+    return create_model("Record", __config__=STRICT_RECORD, **fields)
+
+
+def build_batch_model(record: type[BaseModel], max_size: int) -> type[BaseModel]:
+    """``{"records": [...]}`` with at least one and at most ``max_size`` records."""
+    return create_model(
+        "BatchRequest",
+        __config__=ConfigDict(extra="forbid"),
+        records=(Annotated[list[record], Field(min_length=1, max_length=max_size)], ...),  # type: ignore[valid-type]
+    )
+
+
+class Prediction(BaseModel):
+    """One scored record."""
+
+    prediction: int = Field(description="1 if probability >= threshold, else 0")
+    probability: float = Field(description="probability of the positive class")
+    model_version: str
+
+
+class BatchPrediction(BaseModel):
+    """Scores in request order."""
+
+    predictions: list[Prediction]
+    model_version: str
+
+
+class Status(BaseModel):
+    """Liveness / readiness answer."""
+
+    status: Literal["ok", "ready"]
+    model_version: str | None = None
+
+
+class ModelInfo(BaseModel):
+    """What ``GET /metadata`` returns."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str
+    model_name: str
+    created_at: str
+    task: str
+    threshold: float
+    metrics: dict[str, float]
+    features: FeaturesConfig
+    input_example: dict[str, Any]
+    data_fingerprint: str

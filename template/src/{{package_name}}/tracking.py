@@ -1,0 +1,78 @@
+"""MLflow tracking: an embedded SQLite store by default, a tracking server when configured.
+
+``tracking.uri`` (or ``MLFLOW_TRACKING_URI``) selects the store: ``sqlite:///mlflow.db`` needs no
+server; ``http://mlflow:5000`` logs to a team server. MLflow is imported only when a run is
+logged: it costs seconds to import and the service never needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .config import TrackingConfig
+
+logger = logging.getLogger(__name__)
+
+
+def git_commit() -> str | None:
+    """The current commit, or None outside a git work tree (e.g. in a container)."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def log_training_run(
+    cfg: TrackingConfig,
+    *,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    artifact_paths: list[Path],
+    model: Any,
+    input_example: Any,
+) -> str:
+    """Log one training run with its model; return the MLflow run id."""
+    import mlflow
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(cfg.uri)
+    experiment_id = _experiment_id(mlflow, cfg)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags(tags)
+        for path in artifact_paths:
+            mlflow.log_artifact(str(path), artifact_path="reports")
+        mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=_trusted_types(model),
+            input_example=input_example,
+        )
+        return str(run.info.run_id)
+
+
+def _experiment_id(mlflow: Any, cfg: TrackingConfig) -> str:
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    # A local store keeps artifacts under the configured folder; a server decides for itself.
+    location = None
+    if cfg.uri.startswith(("sqlite:", "file:")) or "://" not in cfg.uri:
+        location = Path(cfg.artifact_location).resolve().as_uri()
+    return str(mlflow.create_experiment(cfg.experiment, artifact_location=location))
+
+
+def _trusted_types(model: Any) -> list[str]:
+    import skops.io as sio
+
+    return list(sio.get_untrusted_types(data=sio.dumps(model)))
