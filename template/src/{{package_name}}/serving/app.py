@@ -170,8 +170,14 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     problems = []
     for error in errors:
+        if error.get("type") == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "invalid syntax")
+            problems.append({"field": "body", "message": f"malformed JSON: {reason}", "type": "json_invalid"})
+            continue
         location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        problems.append({"field": location or "body", "message": error.get("msg", "invalid"), "type": error.get("type", "")})
+        problems.append(
+            {"field": location or "body", "message": error.get("msg", "invalid"), "type": error.get("type", "")}
+        )
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
     return JSONResponse(status_code=422, content={"detail": summary or "invalid request", "errors": problems})
 
