@@ -35,7 +35,12 @@ def init_repository(project: Path) -> str:
     # that have no user.name/user.email; the developer's own identity wins when set.
     identity = [] if _has_identity(project) else FALLBACK_IDENTITY
     commit = _git(
-        *identity, "commit", "--quiet", "--no-verify", "-m", "Initial commit from copier-ml",
+        *identity,
+        "commit",
+        "--quiet",
+        "--no-verify",
+        "-m",
+        "Initial commit from copier-ml",
         cwd=project,
     )
     if commit.returncode != 0:

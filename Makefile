@@ -1,0 +1,40 @@
+# copier-ml: the template repository.
+#   make demo   render a classical project with defaults into build/demo, install it, run its
+#               pipeline, start its API, send one prediction, print it, stop the server
+#   make test   create .venv and run the whole template test suite
+PYTHON_BIN ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO := build/demo
+DEMO_PORT ?= 8765
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test lint clean
+
+help:
+	@echo "make demo   render + run a classical project (build/demo)"
+	@echo "make test   run the template test suite"
+	@echo "make lint   ruff on the template's own code"
+
+$(PY): pyproject.toml
+	$(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
+	$(PY) -m pip install --quiet --group dev
+	touch $(PY)
+
+venv: $(PY)
+
+demo: $(PY)
+	rm -rf $(DEMO)
+	$(VENV)/bin/copier copy --trust --defaults --vcs-ref HEAD . $(DEMO)
+	$(PY) hooks/demo.py $(DEMO) --port $(DEMO_PORT)
+
+test: $(PY)
+	$(PY) -m pytest
+
+lint: $(PY)
+	$(PY) -m ruff check hooks tests
+	$(PY) -m ruff format --check hooks tests
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,89 @@
+"""`make demo`: install a rendered project, run its pipeline, serve it, send one prediction.
+
+Usage: python hooks/demo.py PROJECT_DIR [--port PORT]
+
+Every step is what a user would type in the project (`make install`, `make train`,
+`make serve`), so the demo fails where a user would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def http(method: str, url: str, body: object | None = None) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"demo: the server exited with status {server.returncode}")
+        try:
+            if http("GET", f"{base}/ready")[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"demo: {base}/ready did not answer 200 within {timeout:.0f}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("project", type=Path)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    project = args.project.resolve()
+
+    def make(*targets: str) -> None:
+        print(f"demo: make {' '.join(targets)}", flush=True)
+        subprocess.run(["make", *targets], cwd=project, check=True)
+
+    make("install")
+    make("train")
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"demo: make serve PORT={args.port}", flush=True)
+    server = subprocess.Popen(
+        ["make", "serve", f"PORT={args.port}"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so the server and make stop together below
+    )
+    try:
+        wait_ready(base, server)
+        _, metadata = http("GET", f"{base}/metadata")
+        assert isinstance(metadata, dict)
+        example = metadata["input_example"]
+        status, prediction = http("POST", f"{base}/predict", example)
+        print(f"demo: POST {base}/predict")
+        print(json.dumps(example, indent=2))
+        print(f"demo: -> {status}")
+        print(json.dumps(prediction, indent=2))
+        return 0 if status == 200 else 1
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=15)
+        print("demo: server stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

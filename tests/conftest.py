@@ -1,0 +1,139 @@
+"""Shared fixtures for the template tests.
+
+Rendering is cheap; installing dependencies and training are not. So:
+
+- ``project_python`` builds ONE fresh virtualenv per session by installing the default rendered
+  project from its own ``pyproject.toml`` (``pip install <project>[pipeline,dev]``), exactly as
+  a user would. That is the fresh-environment smoke test, and every rendered variant then runs
+  with that interpreter (``PYTHONPATH=src`` puts the variant's own package first).
+- ``rendered`` renders each variant of ``RUN_VARIANTS`` once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import copier
+import pytest
+
+TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
+
+# Variants that are rendered AND run (pipeline, tests, API). Together they cover every
+# classical `model`, every `ci`, every non-default Python and most licenses; the independent
+# answers are cycled instead of multiplied.
+RUN_VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "random_forest-gitlab-apache-py312": {
+        "project_name": "Fraud Risk",
+        "model": "random_forest",
+        "ci": "gitlab",
+        "license": "Apache-2.0",
+        "python_version": "3.12",
+    },
+    "hist_gradient_boosting-noci-proprietary-py313": {
+        "project_name": "Lead Scoring",
+        "package_name": "lead_scoring_ml",
+        "model": "hist_gradient_boosting",
+        "ci": "none",
+        "license": "Proprietary",
+        "python_version": "3.13",
+        "author_name": "Data Team",
+        "author_email": "data-team@corp.example",
+    },
+}
+# Rendered and linted only: answers whose effect is limited to text files.
+RENDER_ONLY_VARIANTS: dict[str, dict[str, Any]] = {
+    "bsd-github-py311": {"project_name": "Upsell", "license": "BSD-3-Clause"},
+}
+ALL_VARIANTS = {**RUN_VARIANTS, **RENDER_ONLY_VARIANTS}
+
+
+def render(dst: Path, answers: dict[str, Any], *, trust: bool = False) -> Path:
+    """Render the working tree of the template into ``dst`` (tasks only with ``trust``)."""
+    copier.run_copy(
+        str(TEMPLATE_ROOT),
+        dst,
+        data=answers,
+        defaults=True,
+        unsafe=trust,
+        skip_tasks=not trust,
+        vcs_ref="HEAD",  # HEAD plus uncommitted changes: test what is in the working tree
+        quiet=True,
+    )
+    return dst
+
+
+def run(
+    args: list[str], cwd: Path, *, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure, fail the test with its output."""
+    result = subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(args)}` exited {result.returncode} in {cwd}\n"
+            f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def project_env(project: Path, *, installed: bool = False) -> dict[str, str]:
+    """Environment for running a rendered project's commands with the shared interpreter.
+
+    ``installed``: the project is the one installed in that interpreter (the default one), so
+    it runs exactly as installed; other variants put their own ``src`` first on PYTHONPATH.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MLFLOW_"))}
+    if not installed:
+        env["PYTHONPATH"] = str(project / "src")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def default_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default project, rendered with tasks (git init + first commit), as `--trust` does."""
+    return render(tmp_path_factory.mktemp("trusted") / "customer-churn", {}, trust=True)
+
+
+@pytest.fixture(scope="session")
+def project_python(tmp_path_factory: pytest.TempPathFactory, default_project: Path) -> Path:
+    """A new virtualenv with the default project installed from its pyproject.toml."""
+    env_dir = tmp_path_factory.mktemp("project-venv") / "venv"
+    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], cwd=default_project)
+    run(
+        [str(python), "-m", "pip", "install", "--quiet", f"{default_project}[pipeline,dev]"],
+        cwd=default_project,
+        timeout=1200,
+    )
+    return python
+
+
+@pytest.fixture(scope="session")
+def rendered(
+    tmp_path_factory: pytest.TempPathFactory, default_project: Path
+) -> Iterator[dict[str, Path]]:
+    """Every variant rendered once (``--skip-tasks``; the default one with tasks)."""
+    root = tmp_path_factory.mktemp("rendered")
+    projects = {"defaults": default_project}
+    for name, answers in ALL_VARIANTS.items():
+        if name != "defaults":
+            projects[name] = render(root / name, answers)
+    yield projects
+    shutil.rmtree(root, ignore_errors=True)

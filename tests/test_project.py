@@ -1,0 +1,195 @@
+"""Rendered projects work: their own tests, their pipeline, their API, their type check.
+
+Each variant in RUN_VARIANTS is exercised end to end with the interpreter of the fresh
+virtualenv (see conftest.project_python).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import RUN_VARIANTS, free_port, project_env, run
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    project: Path
+    package: str
+    outputs: dict[str, str]
+    seconds: dict[str, float]
+
+
+def package_of(project: Path) -> str:
+    return next(p.name for p in (project / "src").iterdir() if (p / "cli.py").is_file())
+
+
+@pytest.fixture(scope="session")
+def pipelines(rendered: dict[str, Path], project_python: Path) -> dict[str, PipelineRun]:
+    """data -> validate -> train -> evaluate -> predict, once per variant, timed."""
+    runs = {}
+    for variant in RUN_VARIANTS:
+        project = rendered[variant]
+        package = package_of(project)
+        outputs, seconds = {}, {}
+        steps = {
+            "data": ["data"],
+            "validate": ["validate"],
+            "train": ["train"],
+            "evaluate": ["evaluate"],
+            "predict": ["predict", "--input", "sql", "--output", "reports/predictions.csv"],
+        }
+        for step, args in steps.items():
+            start = time.perf_counter()
+            result = run(
+                [str(project_python), "-m", package, *args],
+                cwd=project,
+                env=project_env(project, installed=variant == "defaults"),
+            )
+            seconds[step] = time.perf_counter() - start
+            outputs[step] = result.stdout
+        print(
+            f"\n[{variant}] pipeline seconds: {json.dumps({k: round(v, 1) for k, v in seconds.items()})}"
+        )
+        runs[variant] = PipelineRun(project, package, outputs, seconds)
+    return runs
+
+
+@pytest.mark.parametrize("variant", RUN_VARIANTS)
+def test_pipeline_produces_model_reports_and_predictions(
+    pipelines: dict[str, PipelineRun], variant: str
+) -> None:
+    result = pipelines[variant]
+    project = result.project
+    version = (project / "models" / "LATEST").read_text().strip()
+    metadata = json.loads((project / "models" / version / "metadata.json").read_text())
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert "sample warehouse written" in result.outputs["data"]
+    assert result.outputs["validate"].startswith("data OK")
+    assert metadata["version"] == version == metrics["version"]
+    assert metadata["model_name"] in result.outputs["train"]
+    assert 0.65 <= metrics["test"]["roc_auc"] <= 1.0
+    assert "retention_call_made" not in json.dumps(metadata["features"]), "leaky column unused"
+    for plot in ("roc_curve", "pr_curve", "confusion_matrix", "calibration", "feature_importance"):
+        assert (project / "reports" / f"{plot}.png").stat().st_size > 1000
+    predictions = (project / "reports" / "predictions.csv").read_text().splitlines()
+    assert predictions[0] == "customer_id,probability,prediction,model_version"
+    assert len(predictions) == 5000 + 1
+    assert (project / "mlflow.db").is_file()
+
+
+@pytest.mark.parametrize("variant", RUN_VARIANTS)
+def test_generated_test_suite_passes(
+    rendered: dict[str, Path], project_python: Path, variant: str
+) -> None:
+    project = rendered[variant]
+    start = time.perf_counter()
+    result = run(
+        [str(project_python), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=project_env(project, installed=variant == "defaults"),
+    )
+    print(
+        f"\n[{variant}] generated tests: {time.perf_counter() - start:.1f}s; {result.stdout.splitlines()[-1]}"
+    )
+    assert " passed" in result.stdout
+    assert " failed" not in result.stdout
+
+
+@pytest.mark.parametrize("variant", RUN_VARIANTS)
+def test_generated_code_type_checks(
+    rendered: dict[str, Path], project_python: Path, variant: str
+) -> None:
+    project = rendered[variant]
+    result = run([str(project_python), "-m", "mypy"], cwd=project, env=project_env(project))
+    assert "Success" in result.stdout
+
+
+def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize("variant", RUN_VARIANTS)
+def test_api_serves_trained_model(
+    pipelines: dict[str, PipelineRun], project_python: Path, variant: str
+) -> None:
+    result = pipelines[variant]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(project_python), "-m", result.package, "serve", "--port", str(port)],
+        cwd=result.project,
+        env=project_env(result.project, installed=variant == "defaults"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        start = time.perf_counter()
+        status = _wait_ready(base, server)
+        print(f"\n[{variant}] process start -> /ready 200: {time.perf_counter() - start:.2f}s")
+        assert status == 200
+        status, metadata = http("GET", f"{base}/metadata")
+        assert status == 200
+        example = metadata["input_example"]
+        status, prediction = http("POST", f"{base}/predict", example)
+        assert status == 200
+        assert prediction["model_version"] == metadata["model_version"]
+        assert prediction["prediction"] in (0, 1)
+        assert 0.0 <= prediction["probability"] <= 1.0
+        status, error = http("POST", f"{base}/predict", {**example, "tenure_months": "long"})
+        assert status == 422
+        assert "tenure_months" in error["detail"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            output = server.communicate(timeout=15)[0].decode()
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output = server.communicate()[0].decode()
+    assert '"path": "/predict"' in output, "requests are logged as JSON lines"
+    assert "Traceback" not in output
+
+
+def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"server exited early:\n{server.communicate()[0].decode()[-3000:]}")
+        try:
+            status, _ = http("GET", f"{base}/ready")
+            if status == 200:
+                return status
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"{base}/ready never answered 200 within {timeout}s")
+
+
+def test_fresh_environment_runs_installed_project(
+    default_project: Path, project_python: Path, tmp_path: Path
+) -> None:
+    """The project installed into a new venv from its own pyproject.toml works without
+    PYTHONPATH: the console script exists and the CLI imports its dependencies."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    script = project_python.parent / "customer-churn"
+    result = run([str(script), "--help"], cwd=tmp_path, env=env)
+    for command in ("data", "validate", "train", "evaluate", "predict", "serve"):
+        assert command in result.stdout

@@ -1,0 +1,67 @@
+"""Questions: invalid answers are refused with their messages; derived defaults work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TEMPLATE_ROOT, render
+
+
+def copier_cli(dst: Path, *answers: str) -> subprocess.CompletedProcess[str]:
+    args = [
+        sys.executable,
+        "-m",
+        "copier",
+        "copy",
+        "--defaults",
+        "--skip-tasks",
+        "--vcs-ref",
+        "HEAD",
+    ]
+    for answer in answers:
+        args += ["--data", answer]
+    return subprocess.run(
+        [*args, str(TEMPLATE_ROOT), str(dst)], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ("package_name=1churn", "is not a valid package name"),
+        ("package_name=Churn-Model", "is not a valid package name"),
+        ("package_name=class", "is a Python keyword"),
+        ("package_name=json", "would shadow the 'json' module"),
+        ("package_name=sklearn", "would shadow the 'sklearn' module"),
+        ("package_name=pandas", "would shadow the 'pandas' module"),
+        ("author_email=not-an-email", "is not a valid e-mail address"),
+        ("author_email=a@b", "is not a valid e-mail address"),
+        ("copyright_year=next year", "copyright_year must look like"),
+        ("model=xgboost", "xgboost"),
+    ],
+)
+def test_copy_invalid_answer_is_refused_with_message(
+    tmp_path: Path, answer: str, message: str
+) -> None:
+    result = copier_cli(tmp_path / "out", answer)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "out" / "pyproject.toml").exists(), "nothing is rendered"
+
+
+def test_copy_derives_package_name_from_project_name(tmp_path: Path) -> None:
+    project = render(tmp_path / "p", {"project_name": "2024 Demand Forecast!"})
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["package_name"] == "p_2024_demand_forecast"
+    assert (project / "src" / "p_2024_demand_forecast" / "cli.py").is_file()
+
+
+def test_copy_cli_with_defaults_renders(tmp_path: Path) -> None:
+    result = copier_cli(tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "src" / "customer_churn" / "train.py").is_file()
+    assert "make train" in result.stdout + result.stderr, "next steps are printed"

@@ -1,0 +1,183 @@
+"""Rendering: the exact file set, no leftover Jinja, lint-clean output, answers recorded."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ALL_VARIANTS, TEMPLATE_ROOT, render, run
+
+PACKAGE_FILES = [
+    "__init__.py",
+    "__main__.py",
+    "artifacts.py",
+    "cli.py",
+    "config.py",
+    "data/__init__.py",
+    "data/extract.py",
+    "data/sample.py",
+    "data/validate.py",
+    "errors.py",
+    "evaluate.py",
+    "features.py",
+    "logging_config.py",
+    "model.py",
+    "predict.py",
+    "serving/__init__.py",
+    "serving/app.py",
+    "serving/observability.py",
+    "serving/runtime.py",
+    "serving/schemas.py",
+    "tracking.py",
+    "train.py",
+]
+COMMON_FILES = [
+    ".copier-answers.yml",
+    ".dockerignore",
+    ".gitignore",
+    ".pre-commit-config.yaml",
+    "Dockerfile",
+    "Makefile",
+    "README.md",
+    "compose.yaml",
+    "configs/config.yaml",
+    "pyproject.toml",
+    "sql/scoring_set.sql",
+    "sql/training_set.sql",
+]
+# Jinja expressions, statements and comments (not the "}}" that ends a nested dict).
+JINJA_MARKERS = re.compile(r"{{-?\s*[\w'\"(]|{%-?\s|{#")
+
+
+def expected_files(answers: dict[str, str]) -> set[str]:
+    package = answers.get("package_name", _default_package(answers))
+    files = set(COMMON_FILES) | {f"src/{package}/{name}" for name in PACKAGE_FILES}
+    files |= {f"tests/{path.name.removesuffix('.jinja')}" for path in _template_tests()}
+    if answers.get("license", "MIT") != "Proprietary":
+        files.add("LICENSE")
+    ci = answers.get("ci", "github")
+    if ci == "github":
+        files.add(".github/workflows/ci.yml")
+    elif ci == "gitlab":
+        files.add(".gitlab-ci.yml")
+    return files
+
+
+def _default_package(answers: dict[str, str]) -> str:
+    name = answers.get("project_name", "Customer Churn")
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _template_tests() -> list[Path]:
+    return sorted((TEMPLATE_ROOT / "template" / "tests").glob("*.py*"))
+
+
+def project_files(project: Path) -> set[str]:
+    return {
+        str(path.relative_to(project))
+        for path in project.rglob("*")
+        if path.is_file() and ".git" not in path.relative_to(project).parts
+    }
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_render_variant_has_exact_file_set(rendered: dict[str, Path], variant: str) -> None:
+    assert project_files(rendered[variant]) == expected_files(ALL_VARIANTS[variant])
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_render_variant_has_no_leftover_jinja(rendered: dict[str, Path], variant: str) -> None:
+    project = rendered[variant]
+    leftovers = [
+        f"{name}:{number}: {line.strip()}"
+        for name in sorted(project_files(project))
+        for number, line in enumerate((project / name).read_text().splitlines(), 1)
+        if JINJA_MARKERS.search(line) and not _is_legit_brace(name, line)
+    ]
+    assert leftovers == []
+
+
+def _is_legit_brace(name: str, line: str) -> bool:
+    # GitHub Actions expressions use ${{ }} on purpose.
+    return name.startswith(".github/") and "${{" in line
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_render_variant_is_ruff_clean(
+    rendered: dict[str, Path], project_python: Path, variant: str
+) -> None:
+    project = rendered[variant]
+    run([str(project_python), "-m", "ruff", "check", "."], cwd=project)
+    run([str(project_python), "-m", "ruff", "format", "--check", "."], cwd=project)
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_render_variant_records_answers_for_copier_update(
+    rendered: dict[str, Path], variant: str
+) -> None:
+    answers = yaml.safe_load((rendered[variant] / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == str(TEMPLATE_ROOT)
+    assert answers["_commit"], "copier update needs the template commit"
+    for key, value in ALL_VARIANTS[variant].items():
+        assert answers[key] == value
+
+
+def test_render_with_trust_makes_first_commit(default_project: Path) -> None:
+    log = subprocess.run(
+        ["git", "log", "--oneline"], cwd=default_project, capture_output=True, text=True, check=True
+    )
+    status = subprocess.run(
+        ["git", "status", "--porcelain"],
+        cwd=default_project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Initial commit from copier-ml" in log.stdout
+    assert status.stdout == "", "the first commit should contain every rendered file"
+
+
+def test_render_with_skip_tasks_has_no_git_repository(rendered: dict[str, Path]) -> None:
+    assert not (rendered["bsd-github-py311"] / ".git").exists()
+
+
+def test_render_pyproject_follows_answers(rendered: dict[str, Path]) -> None:
+    pyproject = rendered["hist_gradient_boosting-noci-proprietary-py313"] / "pyproject.toml"
+    text = pyproject.read_text()
+    assert 'requires-python = ">=3.13"' in text
+    assert 'name = "Data Team", email = "data-team@corp.example"' in text
+    assert "license =" not in text, "a proprietary project declares no open-source license"
+    config = yaml.safe_load(
+        (
+            rendered["hist_gradient_boosting-noci-proprietary-py313"] / "configs/config.yaml"
+        ).read_text()
+    )
+    assert config["model"]["name"] == "hist_gradient_boosting"
+
+
+def test_template_jinja_suffix_only_on_files_with_jinja() -> None:
+    template = TEMPLATE_ROOT / "template"
+    files = [p for p in template.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    suffixed_without_jinja = [
+        str(p.relative_to(template))
+        for p in files
+        if p.suffix == ".jinja" and not JINJA_MARKERS.search(p.read_text())
+    ]
+    plain_with_jinja = [
+        str(p.relative_to(template))
+        for p in files
+        if p.suffix != ".jinja" and JINJA_MARKERS.search(p.read_text())
+    ]
+    assert suffixed_without_jinja == []
+    assert plain_with_jinja == []
+
+
+def test_render_twice_is_identical(tmp_path: Path) -> None:
+    first = render(tmp_path / "a", {})
+    second = render(tmp_path / "b", {})
+    assert {name: (first / name).read_bytes() for name in project_files(first)} == {
+        name: (second / name).read_bytes() for name in project_files(second)
+    }
