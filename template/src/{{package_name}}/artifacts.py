@@ -87,7 +87,7 @@ def publish(models_dir: Path, version: str, write: Callable[[Path], None]) -> Pa
     try:
         write(staging)
         final = models_dir / version
-        os.replace(staging, final)
+        staging.replace(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -99,7 +99,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-    os.replace(tmp, path)
+    Path(tmp).replace(path)
 
 
 def resolve_model_dir(models_dir: Path, version: str | None = None) -> Path:

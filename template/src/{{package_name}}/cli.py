@@ -28,7 +28,8 @@ app = typer.Typer(
     add_completion=False,
 )
 ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="YAML config file.", envvar=f"{PACKAGE.upper()}_CONFIG")
+    Path,
+    typer.Option("--config", "-c", help="YAML config file.", envvar=f"{PACKAGE.upper()}_CONFIG"),
 ]
 DEFAULT_CONFIG = Path("configs/config.yaml")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,7 +94,8 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
     typer.echo(
         f"model {result.version} published to {result.model_dir}\n"
         f"  test ROC-AUC {m['roc_auc']:.3f}  PR-AUC {m['pr_auc']:.3f}  F1 {m['f1']:.3f}  "
-        f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  threshold {result.threshold:.3f}\n"
+        f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+        f"threshold {result.threshold:.3f}\n"
         f"  reports in {cfg.paths.reports_dir}/"
         + (f"; MLflow run {result.run_id} at {cfg.tracking.uri}" if result.run_id else "")
     )
@@ -120,11 +122,20 @@ def evaluate(
 @app.command()
 @_user_errors
 def predict(
-    input: Annotated[str, typer.Option("--input", "-i", help="A .csv/.parquet file, or 'sql' for data.scoring_query.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write predictions (.csv or .parquet).")],
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input", "-i", help="A .csv/.parquet file, or 'sql' for data.scoring_query."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write predictions (.csv or .parquet).")
+    ],
     config: ConfigOption = DEFAULT_CONFIG,
     version: Annotated[str | None, typer.Option(help="Model version (default: LATEST).")] = None,
-    chunk_size: Annotated[int | None, typer.Option(min=1, help="Rows per chunk (default: data.chunk_size).")] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option(min=1, help="Rows per chunk (default: data.chunk_size).")
+    ] = None,
 ) -> None:
     """Batch-score a file or the scoring query, chunk by chunk."""
     from .predict import predict_batch
@@ -142,7 +153,9 @@ def predict(
 def serve(
     config: ConfigOption = DEFAULT_CONFIG,
     host: Annotated[str | None, typer.Option(help="Bind address (default: serving.host).")] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default: serving.port).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: serving.port).")
+    ] = None,
 ) -> None:
     """Start the HTTP API (uvicorn, one worker; scale with more containers)."""
     import uvicorn

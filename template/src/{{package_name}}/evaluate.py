@@ -126,18 +126,35 @@ def write_reports(
     reports_dir.mkdir(parents=True, exist_ok=True)
     threshold = metrics["threshold"]
     files = [
-        _plot(reports_dir / "roc_curve.png", "ROC curve (test)",
-              lambda ax: RocCurveDisplay.from_predictions(y_true, probability, ax=ax)),
-        _plot(reports_dir / "pr_curve.png", "Precision-recall curve (test)",
-              lambda ax: PrecisionRecallDisplay.from_predictions(y_true, probability, ax=ax)),
-        _plot(reports_dir / "confusion_matrix.png", f"Confusion matrix at threshold {threshold:.3f}",
-              lambda ax: ConfusionMatrixDisplay.from_predictions(
-                  y_true, (probability >= threshold).astype(int), ax=ax, colorbar=False)),
-        _plot(reports_dir / "calibration.png", "Calibration (test)",
-              lambda ax: CalibrationDisplay.from_predictions(
-                  y_true, probability, n_bins=10, strategy="quantile", ax=ax)),
-        _plot(reports_dir / "feature_importance.png", "Permutation importance (drop in ROC-AUC)",
-              lambda ax: _importance_bars(ax, importance)),
+        _plot(
+            reports_dir / "roc_curve.png",
+            "ROC curve (test)",
+            lambda ax: RocCurveDisplay.from_predictions(y_true, probability, ax=ax),
+        ),
+        _plot(
+            reports_dir / "pr_curve.png",
+            "Precision-recall curve (test)",
+            lambda ax: PrecisionRecallDisplay.from_predictions(y_true, probability, ax=ax),
+        ),
+        _plot(
+            reports_dir / "confusion_matrix.png",
+            f"Confusion matrix at threshold {threshold:.3f}",
+            lambda ax: ConfusionMatrixDisplay.from_predictions(
+                y_true, (probability >= threshold).astype(int), ax=ax, colorbar=False
+            ),
+        ),
+        _plot(
+            reports_dir / "calibration.png",
+            "Calibration (test)",
+            lambda ax: CalibrationDisplay.from_predictions(
+                y_true, probability, n_bins=10, strategy="quantile", ax=ax
+            ),
+        ),
+        _plot(
+            reports_dir / "feature_importance.png",
+            "Permutation importance (drop in ROC-AUC)",
+            lambda ax: _importance_bars(ax, importance),
+        ),
     ]
     metrics_path = reports_dir / METRICS_FILE
     artifacts.write_json(
@@ -196,8 +213,8 @@ def _markdown_report(
 |---|---|
 {rows}
 
-Confusion matrix at the tuned threshold: TN {metrics['tn']:.0f}, FP {metrics['fp']:.0f},
-FN {metrics['fn']:.0f}, TP {metrics['tp']:.0f}.
+Confusion matrix at the tuned threshold: TN {metrics["tn"]:.0f}, FP {metrics["fp"]:.0f},
+FN {metrics["fn"]:.0f}, TP {metrics["tp"]:.0f}.
 
 ## Cross-validation on the training split (out-of-fold)
 

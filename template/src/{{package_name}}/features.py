@@ -67,9 +67,7 @@ def build_preprocessor(features: FeaturesConfig) -> ColumnTransformer:
                         ("impute", SimpleImputer(strategy="median")),
                         (
                             "product",
-                            PolynomialFeatures(
-                                degree=2, interaction_only=True, include_bias=False
-                            ),
+                            PolynomialFeatures(degree=2, interaction_only=True, include_bias=False),
                         ),
                         ("scale", StandardScaler()),
                     ]
@@ -88,10 +86,8 @@ def to_model_frame(frame: pd.DataFrame, features: FeaturesConfig) -> pd.DataFram
     """
     columns: dict[str, pd.Series] = {}
     for feature in features.numeric:
-        columns[feature.name] = pd.to_numeric(frame[feature.name], errors="raise").astype(
-            "float64"
-        )
-    for feature in features.categorical:
-        series = frame[feature.name].astype(object)
-        columns[feature.name] = series.where(series.notna(), np.nan)
+        columns[feature.name] = pd.to_numeric(frame[feature.name], errors="raise").astype("float64")
+    for categorical in features.categorical:
+        series = frame[categorical.name].astype(object)
+        columns[categorical.name] = series.where(series.notna(), np.nan)
     return pd.DataFrame(columns, index=frame.index)

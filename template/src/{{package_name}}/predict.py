@@ -7,7 +7,6 @@ place only when every chunk succeeded, so a bad row never leaves a half-written 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +97,7 @@ def predict_batch(
         writer.close()
         if rows == 0:
             raise DataError(f"input {source} has no rows")
-        os.replace(partial, output)
+        partial.replace(output)
     except BaseException:
         writer.close()
         partial.unlink(missing_ok=True)
@@ -121,8 +120,12 @@ class _ChunkWriter:
                 self._parquet = pq.ParquetWriter(self.path, table.schema)
             self._parquet.write_table(table)
         else:
-            frame.to_csv(self.path, mode="a" if self._wrote_csv_header else "w",
-                         header=not self._wrote_csv_header, index=False)
+            frame.to_csv(
+                self.path,
+                mode="a" if self._wrote_csv_header else "w",
+                header=not self._wrote_csv_header,
+                index=False,
+            )
             self._wrote_csv_header = True
 
     def close(self) -> None:

@@ -85,7 +85,9 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
     logger.info("training on %d rows, positive rate %.3f", len(y), y.mean())
 
     x_train, x_test, y_train, y_test, _, ids_test = train_test_split(
-        features, y, ids,
+        features,
+        y,
+        ids,
         test_size=cfg.training.test_size,
         stratify=y,
         random_state=cfg.training.seed,
@@ -130,7 +132,9 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 project=cfg.project,
                 model_name=cfg.model.name,
-                model_params={k: repr(v) for k, v in pipeline.named_steps["model"].get_params().items()},
+                model_params={
+                    k: repr(v) for k, v in pipeline.named_steps["model"].get_params().items()
+                },
                 target=cfg.data.target,
                 id_column=cfg.data.id_column,
                 threshold=threshold,

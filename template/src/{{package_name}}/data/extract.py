@@ -7,7 +7,6 @@ unchanged: the queries stick to SQL that both accept.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,9 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise DataError(f"data.url '{url}' is not a database URL (e.g. sqlite:///data/x.db)") from None
+        raise DataError(
+            f"data.url '{url}' is not a database URL (e.g. sqlite:///data/x.db)"
+        ) from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -82,12 +83,14 @@ def build_sample_warehouse(cfg: DataConfig) -> dict[str, int]:
     if target and target != ":memory:":
         partial = Path(f"{target}.partial")
         partial.unlink(missing_ok=True)
-        engine = make_engine(parsed.set(database=str(partial)).render_as_string(hide_password=False))
+        engine = make_engine(
+            parsed.set(database=str(partial)).render_as_string(hide_password=False)
+        )
         try:
             sample.write_tables(tables, engine)
         finally:
             engine.dispose()
-        os.replace(partial, target)
+        partial.replace(target)
     else:
         engine = make_engine(cfg.url)
         try:

@@ -91,7 +91,9 @@ def _activity(
     # Not every customer was active every month; some have no activity rows at all.
     active = rng.random((len(ids), months)) < (0.75 + 0.2 * np.tanh(engagement))[:, None]
     customer_idx, month_idx = np.nonzero(active)
-    month_labels = np.asarray(pd.period_range(end="2024-12", periods=months, freq="M").strftime("%Y-%m"))
+    month_labels = np.asarray(
+        pd.period_range(end="2024-12", periods=months, freq="M").strftime("%Y-%m")
+    )
     eng = engagement[customer_idx]
     sessions = rng.poisson(np.exp(2.3 + 0.4 * eng))
     minutes = (sessions * rng.gamma(3.0, 6.0, size=len(sessions))).round(1)

@@ -17,7 +17,9 @@ from ..errors import DataValidationError
 MAX_REPORT_LINES = 20
 
 
-def build_schema(cfg: Config, *, with_target: bool = True, with_id: bool = True) -> pa.DataFrameSchema:
+def build_schema(
+    cfg: Config, *, with_target: bool = True, with_id: bool = True
+) -> pa.DataFrameSchema:
     """The schema for training rows (``with_target``) or scoring rows (without)."""
     columns: dict[str, pa.Column] = {}
     if with_id:
@@ -32,9 +34,9 @@ def build_schema(cfg: Config, *, with_target: bool = True, with_id: bool = True)
         columns[feature.name] = pa.Column(
             float, checks=checks, nullable=feature.nullable, coerce=True
         )
-    for feature in cfg.features.categorical:
-        columns[feature.name] = pa.Column(
-            str, checks=[pa.Check.isin(feature.categories)], nullable=feature.nullable
+    for categorical in cfg.features.categorical:
+        columns[categorical.name] = pa.Column(
+            str, checks=[pa.Check.isin(categorical.categories)], nullable=categorical.nullable
         )
     if with_target:
         columns[cfg.data.target] = pa.Column(int, checks=[pa.Check.isin([0, 1])], coerce=True)
@@ -71,12 +73,14 @@ def failure_report(failure_cases: pd.DataFrame) -> str:
     for (column, check), group in cases.groupby(["column", "check"], sort=True, dropna=False):
         examples = ", ".join(
             f"row {index}: {value!r}"
-            for index, value in zip(group["index"].head(3), group["failure_case"].head(3))
+            for index, value in zip(
+                group["index"].head(3), group["failure_case"].head(3), strict=True
+            )
         )
         lines.append(f"  - {column}: fails {check} in {len(group)} row(s) ({examples})")
     if len(lines) > MAX_REPORT_LINES:
         hidden = len(lines) - MAX_REPORT_LINES
-        lines = lines[:MAX_REPORT_LINES] + [f"  ... and {hidden} more"]
+        lines = [*lines[:MAX_REPORT_LINES], f"  ... and {hidden} more"]
     return "\n".join(lines)
 
 

@@ -49,6 +49,17 @@ class ModelState:
         self.problem: str = "model is loading"
 
 
+def require_model(request: Request) -> Predictor:
+    """Dependency: the loaded model, or 503 with the reason there is none."""
+    state: ModelState = request.app.state.model
+    if state.predictor is None:
+        raise HTTPException(status_code=503, detail=f"not ready: {state.problem}")
+    return state.predictor
+
+
+ModelDep = Annotated[Predictor, Depends(require_model)]
+
+
 def create_app(cfg: Config, load_predictor: PredictorFactory = SklearnPredictor) -> FastAPI:
     """Build the service for the model version ``cfg.serving.model_version`` (default: LATEST).
 
@@ -99,21 +110,21 @@ def create_app(cfg: Config, load_predictor: PredictorFactory = SklearnPredictor)
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
 
-    def require_model() -> Predictor:
-        if state.predictor is None:
-            raise HTTPException(status_code=503, detail=f"not ready: {state.problem}")
-        return state.predictor
-
-    ModelDep = Annotated[Predictor, Depends(require_model)]
-    Record = build_record_model(features)
-    BatchRequest = build_batch_model(Record, cfg.serving.max_batch_size)
+    app.state.model = state
+    record_model = build_record_model(features)
+    batch_model = build_batch_model(record_model, cfg.serving.max_batch_size)
 
     @app.get("/health", response_model=Status, tags=["ops"])
     async def health() -> Status:
         """Liveness: the process answers. Does not depend on the model."""
         return Status(status="ok")
 
-    @app.get("/ready", response_model=Status, tags=["ops"], responses={503: {"description": "no model yet"}})
+    @app.get(
+        "/ready",
+        response_model=Status,
+        tags=["ops"],
+        responses={503: {"description": "no model yet"}},
+    )
     async def ready(predictor: ModelDep) -> Status:
         """Readiness: 200 once the model is loaded, 503 (with the reason) before."""
         return Status(status="ready", model_version=predictor.metadata.version)
@@ -135,12 +146,12 @@ def create_app(cfg: Config, load_predictor: PredictorFactory = SklearnPredictor)
         )
 
     @app.post("/predict", response_model=Prediction, tags=["model"])
-    def predict(record: Record, predictor: ModelDep) -> Prediction:  # type: ignore[valid-type]
+    def predict(record: record_model, predictor: ModelDep) -> Prediction:  # type: ignore[valid-type]
         """Score one record (a flat object: feature name -> value)."""
         return _score([record], predictor, metrics)[0]
 
     @app.post("/predict/batch", response_model=BatchPrediction, tags=["model"])
-    def predict_batch(batch: BatchRequest, predictor: ModelDep) -> BatchPrediction:  # type: ignore[valid-type]
+    def predict_batch(batch: batch_model, predictor: ModelDep) -> BatchPrediction:  # type: ignore[valid-type]
         """Score up to ``serving.max_batch_size`` records in one request."""
         predictions = _score(batch.records, predictor, metrics)  # type: ignore[attr-defined]
         return BatchPrediction(predictions=predictions, model_version=predictor.metadata.version)
@@ -172,12 +183,19 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     for error in errors:
         if error.get("type") == "json_invalid":
             reason = error.get("ctx", {}).get("error", "invalid syntax")
-            problems.append({"field": "body", "message": f"malformed JSON: {reason}", "type": "json_invalid"})
+            problems.append(
+                {"field": "body", "message": f"malformed JSON: {reason}", "type": "json_invalid"}
+            )
             continue
         location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         problems.append(
-            {"field": location or "body", "message": error.get("msg", "invalid"), "type": error.get("type", "")}
+            {
+                "field": location or "body",
+                "message": error.get("msg", "invalid"),
+                "type": error.get("type", ""),
+            }
         )
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
-    return JSONResponse(status_code=422, content={"detail": summary or "invalid request", "errors": problems})
-
+    return JSONResponse(
+        status_code=422, content={"detail": summary or "invalid request", "errors": problems}
+    )

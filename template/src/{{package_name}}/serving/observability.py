@@ -26,24 +26,33 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "http_requests_total", "HTTP requests", ["method", "route", "status"],
+            "http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "http_request_duration_seconds", "Request latency", ["route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "http_request_duration_seconds",
+            "Request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.predictions = Counter(
-            "predictions_total", "Predictions served, by predicted class", ["prediction"],
+            "predictions_total",
+            "Predictions served, by predicted class",
+            ["prediction"],
             registry=self.registry,
         )
         self.model_info = Gauge(
-            "model_info", "The model version being served (value 1)", ["version"],
+            "model_info",
+            "The model version being served (value 1)",
+            ["version"],
             registry=self.registry,
         )
 
 
-class _BodyTooLarge(Exception):
+class _BodyTooLargeError(Exception):
     pass
 
 
@@ -82,21 +91,25 @@ class ObservabilityMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLargeError
             return message
 
         declared = headers.get(b"content-length")
         try:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                raise _BodyTooLarge
+                raise _BodyTooLargeError
             await self.app(scope, receive_wrapper, send_wrapper)
-        except _BodyTooLarge:
+        except _BodyTooLargeError:
             if started:
                 raise
-            await _send_json(send_wrapper, 413, {
-                "detail": f"request body larger than {self.max_body_bytes} bytes; "
-                "send fewer records per request"
-            })
+            await _send_json(
+                send_wrapper,
+                413,
+                {
+                    "detail": f"request body larger than {self.max_body_bytes} bytes; "
+                    "send fewer records per request"
+                },
+            )
         finally:
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
@@ -122,9 +135,14 @@ def _route_template(scope: Scope) -> str:
 
 async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -45,10 +45,10 @@ def build_record_model(features: FeaturesConfig) -> type[BaseModel]:
 
 def build_batch_model(record: type[BaseModel], max_size: int) -> type[BaseModel]:
     """``{"records": [...]}`` with at least one and at most ``max_size`` records."""
+    # A runtime-built list type: typed as Any because it is not a static type to mypy.
+    records: Any = Annotated[list[record], Field(min_length=1, max_length=max_size)]  # type: ignore[valid-type]
     return create_model(
-        "BatchRequest",
-        __config__=ConfigDict(extra="forbid"),
-        records=(Annotated[list[record], Field(min_length=1, max_length=max_size)], ...),  # type: ignore[valid-type]
+        "BatchRequest", __config__=ConfigDict(extra="forbid"), records=(records, ...)
     )
 
 
