@@ -11,12 +11,17 @@ Rendering is cheap; installing dependencies and training are not. So:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 import venv
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +142,57 @@ def rendered(
             projects[name] = render(root / name, answers)
     yield projects
     shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    project: Path
+    package: str
+    outputs: dict[str, str]
+    seconds: dict[str, float]
+
+
+def package_of(project: Path) -> str:
+    return next(p.name for p in (project / "src").iterdir() if (p / "cli.py").is_file())
+
+
+@pytest.fixture(scope="session")
+def pipelines(rendered: dict[str, Path], project_python: Path) -> dict[str, PipelineRun]:
+    """data -> validate -> train -> evaluate -> predict, once per variant, timed."""
+    runs = {}
+    for variant in RUN_VARIANTS:
+        project = rendered[variant]
+        package = package_of(project)
+        outputs, seconds = {}, {}
+        steps = {
+            "data": ["data"],
+            "validate": ["validate"],
+            "train": ["train"],
+            "evaluate": ["evaluate"],
+            "predict": ["predict", "--input", "sql", "--output", "reports/predictions.csv"],
+        }
+        for step, args in steps.items():
+            start = time.perf_counter()
+            result = run(
+                [str(project_python), "-m", package, *args],
+                cwd=project,
+                env=project_env(project, installed=variant == "defaults"),
+            )
+            seconds[step] = time.perf_counter() - start
+            outputs[step] = result.stdout
+        rounded = {step: round(value, 1) for step, value in seconds.items()}
+        print(f"\n[{variant}] pipeline seconds: {json.dumps(rounded)}")
+        runs[variant] = PipelineRun(project, package, outputs, seconds)
+    return runs
+
+
+def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

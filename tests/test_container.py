@@ -12,8 +12,7 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run
-from test_project import PipelineRun, http
+from conftest import PipelineRun, free_port, http, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 
@@ -24,9 +23,9 @@ PODMAN_ENV_FILE = Path(os.environ.get("COPIER_ML_PODMAN_ENV", "/tmp/container/po
 def find_engine() -> tuple[str, dict[str, str]] | str:
     """(engine, env) for a working docker or podman, or the reason there is none."""
     env = dict(os.environ)
-    if shutil.which("docker"):
-        if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0:
-            return "docker", env
+    docker_info = ["docker", "info"]
+    if shutil.which("docker") and subprocess.run(docker_info, capture_output=True).returncode == 0:
+        return "docker", env
     if not shutil.which("podman"):
         return "no container engine: docker has no running daemon and podman is not installed"
     if PODMAN_ENV_FILE.is_file():

@@ -13,56 +13,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import RUN_VARIANTS, free_port, project_env, run
+from conftest import RUN_VARIANTS, PipelineRun, free_port, http, project_env, run
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass(frozen=True)
-class PipelineRun:
-    project: Path
-    package: str
-    outputs: dict[str, str]
-    seconds: dict[str, float]
-
-
-def package_of(project: Path) -> str:
-    return next(p.name for p in (project / "src").iterdir() if (p / "cli.py").is_file())
-
-
-@pytest.fixture(scope="session")
-def pipelines(rendered: dict[str, Path], project_python: Path) -> dict[str, PipelineRun]:
-    """data -> validate -> train -> evaluate -> predict, once per variant, timed."""
-    runs = {}
-    for variant in RUN_VARIANTS:
-        project = rendered[variant]
-        package = package_of(project)
-        outputs, seconds = {}, {}
-        steps = {
-            "data": ["data"],
-            "validate": ["validate"],
-            "train": ["train"],
-            "evaluate": ["evaluate"],
-            "predict": ["predict", "--input", "sql", "--output", "reports/predictions.csv"],
-        }
-        for step, args in steps.items():
-            start = time.perf_counter()
-            result = run(
-                [str(project_python), "-m", package, *args],
-                cwd=project,
-                env=project_env(project, installed=variant == "defaults"),
-            )
-            seconds[step] = time.perf_counter() - start
-            outputs[step] = result.stdout
-        print(
-            f"\n[{variant}] pipeline seconds: {json.dumps({k: round(v, 1) for k, v in seconds.items()})}"
-        )
-        runs[variant] = PipelineRun(project, package, outputs, seconds)
-    return runs
 
 
 @pytest.mark.parametrize("variant", RUN_VARIANTS)
@@ -99,9 +55,8 @@ def test_generated_test_suite_passes(
         cwd=project,
         env=project_env(project, installed=variant == "defaults"),
     )
-    print(
-        f"\n[{variant}] generated tests: {time.perf_counter() - start:.1f}s; {result.stdout.splitlines()[-1]}"
-    )
+    summary = result.stdout.splitlines()[-1]
+    print(f"\n[{variant}] generated tests: {time.perf_counter() - start:.1f}s; {summary}")
     assert " passed" in result.stdout
     assert " failed" not in result.stdout
 
@@ -113,18 +68,6 @@ def test_generated_code_type_checks(
     project = rendered[variant]
     result = run([str(project_python), "-m", "mypy"], cwd=project, env=project_env(project))
     assert "Success" in result.stdout
-
-
-def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 @pytest.mark.parametrize("variant", RUN_VARIANTS)

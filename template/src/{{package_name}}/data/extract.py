@@ -48,8 +48,10 @@ def iter_query(engine: Engine, sql: str, chunk_size: int) -> Iterator[pd.DataFra
     try:
         with engine.connect() as connection:
             yield from pd.read_sql_query(text(sql), connection, chunksize=chunk_size)
-    except SQLAlchemyError as exc:
-        first_line = str(exc).splitlines()[0]
+    except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        # pandas >= 3 wraps the driver error in its own DatabaseError: report the original.
+        cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) and exc.__cause__ else exc
+        first_line = str(cause).splitlines()[0]
         raise DataError(
             f"query failed on {engine.url!r}: {first_line} "
             f"(run `python -m {PACKAGE} data` to build the sample warehouse, or check data.url)"
