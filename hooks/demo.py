@@ -1,6 +1,9 @@
 """`make demo`: install a rendered project, run its pipeline, serve it, send one prediction.
 
-Usage: python hooks/demo.py PROJECT_DIR [--port PORT]
+Usage: python hooks/demo.py PROJECT_DIR [--port PORT] [--python PYTHON]
+
+--python uses an existing interpreter that already has the project's dependencies (the
+template tests do this) instead of `make install`.
 
 Every step is what a user would type in the project (`make install`, `make train`,
 `make serve`), so the demo fails where a user would.
@@ -50,19 +53,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("project", type=Path)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--python", help="interpreter with the project installed (skips install)")
     args = parser.parse_args()
     project = args.project.resolve()
 
+    overrides = [f"PYTHON={args.python}"] if args.python else []
+
     def make(*targets: str) -> None:
         print(f"demo: make {' '.join(targets)}", flush=True)
-        subprocess.run(["make", *targets], cwd=project, check=True)
+        subprocess.run(["make", *targets, *overrides], cwd=project, check=True)
 
-    make("install")
+    if not args.python:
+        make("install")
     make("train")
     base = f"http://127.0.0.1:{args.port}"
     print(f"demo: make serve PORT={args.port}", flush=True)
     server = subprocess.Popen(
-        ["make", "serve", f"PORT={args.port}"],
+        ["make", "serve", f"PORT={args.port}", *overrides],
         cwd=project,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

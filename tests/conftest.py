@@ -123,7 +123,14 @@ def project_python(tmp_path_factory: pytest.TempPathFactory, default_project: Pa
     python = env_dir / "bin" / "python"
     run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], cwd=default_project)
     run(
-        [str(python), "-m", "pip", "install", "--quiet", f"{default_project}[pipeline,dev]"],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            f"{default_project}[pipeline,dev,postgres]",
+        ],
         cwd=default_project,
         timeout=1200,
     )

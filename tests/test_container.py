@@ -12,6 +12,7 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+
 from conftest import PipelineRun, free_port, http, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from conftest import RUN_VARIANTS, PipelineRun, free_port, http, project_env, run
 
 pytestmark = pytest.mark.slow

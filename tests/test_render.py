@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import ALL_VARIANTS, TEMPLATE_ROOT, render, run
 
 PACKAGE_FILES = [

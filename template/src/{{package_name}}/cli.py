@@ -92,7 +92,7 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
     result = run_training(cfg)
     m = result.metrics
     typer.echo(
-        f"model {result.version} published to {result.model_dir}\n"
+        f"{cfg.model.name} model {result.version} published to {result.model_dir}\n"
         f"  test ROC-AUC {m['roc_auc']:.3f}  PR-AUC {m['pr_auc']:.3f}  F1 {m['f1']:.3f}  "
         f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
         f"threshold {result.threshold:.3f}\n"

@@ -35,8 +35,10 @@ def build_schema(
             float, checks=checks, nullable=feature.nullable, coerce=True
         )
     for categorical in cfg.features.categorical:
+        # No dtype check: the allowed values are the real check, and a column that is entirely
+        # missing in one chunk arrives as float, which a str dtype check would wrongly refuse.
         columns[categorical.name] = pa.Column(
-            str, checks=[pa.Check.isin(categorical.categories)], nullable=categorical.nullable
+            None, checks=[pa.Check.isin(categorical.categories)], nullable=categorical.nullable
         )
     if with_target:
         columns[cfg.data.target] = pa.Column(int, checks=[pa.Check.isin([0, 1])], coerce=True)
