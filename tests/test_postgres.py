@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def _pg_bin(name: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on a free port; stopped (by its pid file) at the end."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
@@ -37,12 +38,17 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if shutil.which("runuser") is None:
             pytest.skip("running as root without runuser: cannot start PostgreSQL")
         as_user = ["runuser", "-u", "postgres", "--"]
-    data_dir = tmp_path_factory.mktemp("pg") / "data"
-    data_dir.parent.chmod(0o777)
+    # Outside pytest's private (0700) temp tree, so the postgres user can reach it.
+    work = Path(tempfile.mkdtemp(prefix="copier-ml-pg-"))
+    work.chmod(0o755)
+    data_dir = work / "data"
+    data_dir.mkdir(mode=0o700)
+    if as_user:
+        shutil.chown(data_dir, user="postgres", group="postgres")
     port = free_port()
     run(
         [*as_user, initdb, "-D", str(data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        cwd=data_dir.parent,
+        cwd=work,
     )
     options = f"-p {port} -k {data_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
     run(
@@ -58,7 +64,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             str(data_dir / "server.log"),
             "start",
         ],
-        cwd=data_dir.parent,
+        cwd=work,
     )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
@@ -68,6 +74,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             capture_output=True,
             check=False,
         )
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_pipeline_runs_on_postgres_unchanged(

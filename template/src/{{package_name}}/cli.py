@@ -11,7 +11,7 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -32,21 +32,20 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", help="YAML config file.", envvar=f"{PACKAGE.upper()}_CONFIG"),
 ]
 DEFAULT_CONFIG = Path("configs/config.yaml")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _user_errors(command: F) -> F:
+def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
     """Turn a ``ProjectError`` into ``error: <message>`` and exit status 1."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            return command(*args, **kwargs)
+            command(*args, **kwargs)
         except ProjectError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(code=1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _load(config: Path) -> Config:

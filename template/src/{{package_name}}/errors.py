@@ -27,5 +27,9 @@ class ModelNotFoundError(ProjectError):
     """No trained model where one was expected."""
 
 
+class TrackingError(ProjectError):
+    """The experiment tracker (MLflow) could not record a run."""
+
+
 class ModelQualityError(ProjectError):
     """A freshly trained model failed a quality gate and was not published."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrackingConfig
+from .errors import TrackingError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,31 @@ def log_training_run(
     model: Any,
     input_example: Any,
 ) -> str:
-    """Log one training run with its model; return the MLflow run id."""
+    """Log one training run with its model; return the MLflow run id.
+
+    Any MLflow failure (server down, bad URI, store not writable) becomes a ``TrackingError``
+    with the URI in the message, instead of a traceback from deep inside MLflow.
+    """
+    try:
+        return _log_run(cfg, run_name, params, metrics, tags, artifact_paths, model, input_example)
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TrackingError(
+            f"could not log the run to MLflow at {cfg.uri}: {first_line} "
+            "(fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled: false)"
+        ) from exc
+
+
+def _log_run(
+    cfg: TrackingConfig,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    artifact_paths: list[Path],
+    model: Any,
+    input_example: Any,
+) -> str:
     import mlflow
     import mlflow.sklearn
 

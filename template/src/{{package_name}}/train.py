@@ -25,7 +25,7 @@ from . import artifacts, evaluate, tracking
 from .config import Config
 from .data.extract import extract_training_frame
 from .data.validate import validate_frame
-from .errors import ModelQualityError
+from .errors import ModelQualityError, TrackingError
 from .features import to_model_frame
 from .model import build_pipeline
 
@@ -159,30 +159,35 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
     model_dir = artifacts.publish(cfg.paths.models_dir, version, write)
     logger.info("published model %s to %s", version, model_dir)
 
+    # The model is published before tracking: a tracker outage must not block a good model,
+    # and the error below names the published version so the run can be logged again.
     run_id = None
     if cfg.tracking.enabled:
-        run_id = tracking.log_training_run(
-            cfg.tracking,
-            run_name=version,
-            params={
-                "model": cfg.model.name,
-                "threshold_metric": cfg.training.threshold_metric,
-                "cv_folds": cfg.training.cv_folds,
-                "test_size": cfg.training.test_size,
-                "seed": cfg.training.seed,
-                "features": ",".join(cfg.features.names),
-                **{f"model.{k}": v for k, v in cfg.model.params.items()},
-            },
-            metrics={**{f"test_{k}": v for k, v in metrics.items()}, **cv_metrics},
-            tags={
-                "model_version": version,
-                "data_fingerprint": fingerprint,
-                "git_commit": commit or "unknown",
-            },
-            artifact_paths=[*report_files, model_dir / artifacts.METADATA_FILE],
-            model=pipeline,
-            input_example=x_test.head(3),
-        )
+        try:
+            run_id = tracking.log_training_run(
+                cfg.tracking,
+                run_name=version,
+                params={
+                    "model": cfg.model.name,
+                    "threshold_metric": cfg.training.threshold_metric,
+                    "cv_folds": cfg.training.cv_folds,
+                    "test_size": cfg.training.test_size,
+                    "seed": cfg.training.seed,
+                    "features": ",".join(cfg.features.names),
+                    **{f"model.{k}": v for k, v in cfg.model.params.items()},
+                },
+                metrics={**{f"test_{k}": v for k, v in metrics.items()}, **cv_metrics},
+                tags={
+                    "model_version": version,
+                    "data_fingerprint": fingerprint,
+                    "git_commit": commit or "unknown",
+                },
+                artifact_paths=[*report_files, model_dir / artifacts.METADATA_FILE],
+                model=pipeline,
+                input_example=x_test.head(3),
+            )
+        except TrackingError as exc:
+            raise TrackingError(f"model {version} was published, but {exc}") from exc
     return TrainResult(
         version=version,
         model_dir=model_dir,
