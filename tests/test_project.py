@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -137,3 +138,30 @@ def test_fresh_environment_runs_installed_project(
     result = run([str(script), "--help"], cwd=tmp_path, env=env)
     for command in ("data", "validate", "train", "evaluate", "predict", "serve"):
         assert command in result.stdout
+
+
+def test_bench_runs_and_writes_report(
+    pipelines: dict[str, PipelineRun], project_python: Path
+) -> None:
+    """`make bench`, briefly: it must run end to end and write its JSON (timings not asserted)."""
+    project = pipelines["defaults"].project
+    result = run(
+        [
+            "make",
+            "bench",
+            f"PYTHON={project_python}",
+            "BENCH_ARGS=--seconds 2 --memory-rows 2000 20000",
+        ],
+        cwd=project,
+        env=project_env(project, installed=True),
+    )
+    report = json.loads((project / "reports" / "bench.json").read_text())
+    print(f"\n[bench, 2 s runs]\n{result.stdout}")
+    assert report["in_process_rows_per_s"] > 0
+    assert report["cold_start_s"] > 0
+    assert report["serving_rss_mb"] > 0
+    assert [run["rows"] for run in report["batch_memory"]] == [2000, 20000]
+    if shutil.which("wrk"):
+        assert report["predict"]["requests_per_s"] > 0
+        assert report["predict"]["non_2xx"] == 0, "every benchmarked request succeeded"
+        assert report["batch_non_2xx"] == 0

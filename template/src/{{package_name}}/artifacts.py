@@ -2,6 +2,8 @@
 
 Each version directory holds:
 
+- ``model.onnx``: the same pipeline exported to ONNX, what the service scores with (checked
+  against scikit-learn on the holdout rows before publishing);
 - ``model.skops``: the fitted scikit-learn Pipeline in skops format (no pickle: loading checks
   that every type in the file is a scikit-learn or NumPy type before anything is built);
 - ``metadata.json``: version, data fingerprint, metrics, threshold, input schema, an input
@@ -31,6 +33,7 @@ from .config import PACKAGE, FeaturesConfig
 from .errors import ModelNotFoundError
 
 MODEL_FILE = "model.skops"
+ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 HOLDOUT_FILE = "holdout.json"
 LATEST_FILE = "LATEST"
@@ -63,6 +66,8 @@ class ModelMetadata(BaseModel):
     git_commit: str | None
     library_versions: dict[str, str]
     artifact_sha256: str
+    onnx_sha256: str
+    onnx_parity: dict[str, float | int | bool]
 
 
 def new_version(data_fingerprint: str, now: datetime | None = None) -> str:

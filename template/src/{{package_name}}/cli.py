@@ -157,19 +157,9 @@ def serve(
     ] = None,
 ) -> None:
     """Start the HTTP API (uvicorn, one worker; scale with more containers)."""
-    import uvicorn
+    from .serving.server import run_server
 
-    from .serving.app import create_app
-
-    cfg = load_config(config)
-    configure_logging(cfg.serving.log_level, json_lines=True)
-    uvicorn.run(
-        create_app(cfg),
-        host=host or cfg.serving.host,
-        port=port or cfg.serving.port,
-        log_config=None,
-        access_log=False,  # the app logs one JSON line per request with its latency
-    )
+    run_server(load_config(config), host, port)
 
 
 def main() -> None:

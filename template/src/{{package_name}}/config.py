@@ -150,6 +150,7 @@ class ServingConfig(_Frozen):
     max_batch_size: Annotated[int, Field(ge=1)] = 1000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     model_version: str | None = None
+    runtime: Literal["onnx", "sklearn"] = "onnx"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

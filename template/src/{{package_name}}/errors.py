@@ -31,5 +31,9 @@ class TrackingError(ProjectError):
     """The experiment tracker (MLflow) could not record a run."""
 
 
+class ModelExportError(ProjectError):
+    """The fitted model could not be exported to ONNX, or the export disagrees with it."""
+
+
 class ModelQualityError(ProjectError):
     """A freshly trained model failed a quality gate and was not published."""

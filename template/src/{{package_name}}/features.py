@@ -1,22 +1,30 @@
 """Feature engineering: one ColumnTransformer built from the feature config.
 
-- numeric columns: median imputation with missing-value indicators, then standard scaling;
-- categorical columns: a constant "missing" category, then one-hot encoding that ignores
-  categories it has not seen (so a new plan name at scoring time does not crash batch jobs);
+What each estimator family gets:
+
+- numeric columns: median imputation, then standard scaling for the linear model only (trees
+  are scale-invariant, and skipping the scaler keeps their split comparisons exact in the ONNX
+  export); gradient boosting takes missing values natively, so it gets no imputation at all;
+- categorical columns: missing values become the category ``"missing"`` (in ``to_model_frame``),
+  then one-hot encoding that ignores categories it has not seen, so a new plan name at scoring
+  time does not stop a batch job;
 - derived features: pairwise products of the configured numeric ``interactions`` (e.g.
   tenure x monthly charges, roughly the customer's lifetime spend).
 
-Keeping every transformation inside the fitted Pipeline is what makes training and serving
-agree: the service sends raw records through exactly the same object.
+Every step is one that skl2onnx converts, so the fitted pipeline exports to ONNX as a whole.
+Keeping every transformation inside the fitted pipeline is what makes training and serving
+agree: the service sends raw records through exactly the same computation.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler
 
 from .config import FeaturesConfig
@@ -24,70 +32,59 @@ from .config import FeaturesConfig
 MISSING_CATEGORY = "missing"
 
 
-def build_preprocessor(features: FeaturesConfig) -> ColumnTransformer:
-    """The ColumnTransformer for ``features`` (unfitted)."""
-    transformers: list[tuple[str, Pipeline, list[str]]] = []
+def build_preprocessor(
+    features: FeaturesConfig, *, scale: bool = True, impute: bool = True
+) -> ColumnTransformer:
+    """The ColumnTransformer for ``features`` (unfitted).
+
+    ``scale``: standardise numeric columns (linear models). ``impute``: replace missing
+    numbers by the training median (estimators without native missing-value support).
+    """
+    transformers: list[tuple[str, Any, list[str]]] = []
     numeric = [f.name for f in features.numeric]
     categorical = [f.name for f in features.categorical]
     if numeric:
-        transformers.append(
-            (
-                "num",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="median", add_indicator=True)),
-                        ("scale", StandardScaler()),
-                    ]
-                ),
-                numeric,
-            )
-        )
+        transformers.append(("num", _numeric_steps(scale=scale, impute=impute), numeric))
     if categorical:
-        transformers.append(
-            (
-                "cat",
-                Pipeline(
-                    [
-                        (
-                            "impute",
-                            SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY),
-                        ),
-                        ("onehot", OneHotEncoder(handle_unknown="ignore")),
-                    ]
-                ),
-                categorical,
-            )
-        )
+        transformers.append(("cat", OneHotEncoder(handle_unknown="ignore"), categorical))
     for left, right in features.interactions:
-        transformers.append(
-            (
-                f"{left}_x_{right}",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="median")),
-                        (
-                            "product",
-                            PolynomialFeatures(degree=2, interaction_only=True, include_bias=False),
-                        ),
-                        ("scale", StandardScaler()),
-                    ]
-                ),
-                [left, right],
-            )
-        )
-    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
+        product = PolynomialFeatures(degree=2, interaction_only=True, include_bias=False)
+        steps: list[Any] = [SimpleImputer(strategy="median"), product]
+        if scale:
+            steps.append(StandardScaler())
+        transformers.append((f"{left}_x_{right}", make_pipeline(*steps), [left, right]))
+    # Dense output: every estimator accepts it and the ONNX graph stays simple.
+    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0)
+
+
+def _numeric_steps(*, scale: bool, impute: bool) -> Any:
+    steps: list[Any] = []
+    if impute:
+        steps.append(SimpleImputer(strategy="median"))
+    if scale:
+        steps.append(StandardScaler())
+    return make_pipeline(*steps) if steps else "passthrough"
 
 
 def to_model_frame(frame: pd.DataFrame, features: FeaturesConfig) -> pd.DataFrame:
-    """Select the feature columns in config order, with the dtypes the pipeline expects.
+    """Select the feature columns in config order, with the values the pipeline expects.
 
-    Numbers become float64 (missing -> NaN) and categories become object columns (missing ->
-    NaN), so a frame from SQL, CSV, parquet or JSON records reaches the model identically.
+    Numbers become float64 holding float32-representable values (missing -> NaN): the ONNX
+    export computes in float32, and starting both from the same values keeps their tree splits
+    identical. Categories become strings, with missing values as ``"missing"``. A frame from
+    SQL, CSV, parquet or JSON records therefore reaches the model identically.
     """
     columns: dict[str, pd.Series] = {}
     for feature in features.numeric:
-        columns[feature.name] = pd.to_numeric(frame[feature.name], errors="raise").astype("float64")
+        values = pd.to_numeric(frame[feature.name], errors="raise")
+        columns[feature.name] = values.astype("float32").astype("float64")
     for categorical in features.categorical:
         series = frame[categorical.name].astype(object)
-        columns[categorical.name] = series.where(series.notna(), np.nan)
+        filled = series.where(series.notna(), MISSING_CATEGORY)
+        columns[categorical.name] = filled.map(str).astype(object)
     return pd.DataFrame(columns, index=frame.index)
+
+
+def numeric_array(values: Any) -> np.ndarray:
+    """A (n, 1) float32 column for the ONNX graph (``None`` -> NaN)."""
+    return np.asarray(values, dtype=np.float32).reshape(-1, 1)

@@ -20,6 +20,11 @@ ESTIMATORS: dict[str, type[ClassifierMixin]] = {
     "hist_gradient_boosting": HistGradientBoostingClassifier,
 }
 
+# Linear models need comparable scales; trees do not (and are exact in ONNX without it).
+NEEDS_SCALING = {"logistic_regression"}
+# Estimators that route missing values themselves (and export that routing to ONNX).
+HANDLES_MISSING = {"hist_gradient_boosting"}
+
 # Sensible starting points; anything in model.params overrides them.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "logistic_regression": {"C": 1.0, "max_iter": 2000},
@@ -51,10 +56,11 @@ def build_estimator(cfg: ModelConfig, seed: int) -> ClassifierMixin:
 
 
 def build_pipeline(cfg: Config) -> Pipeline:
-    """Features + estimator, unfitted."""
+    """Features + estimator, unfitted; the preprocessing is what this estimator needs."""
+    name = cfg.model.name
+    preprocessor = build_preprocessor(
+        cfg.features, scale=name in NEEDS_SCALING, impute=name not in HANDLES_MISSING
+    )
     return Pipeline(
-        [
-            ("features", build_preprocessor(cfg.features)),
-            ("model", build_estimator(cfg.model, cfg.training.seed)),
-        ]
+        [("features", preprocessor), ("model", build_estimator(cfg.model, cfg.training.seed))]
     )

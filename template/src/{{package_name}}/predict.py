@@ -20,7 +20,8 @@ from .config import Config
 from .data.extract import iter_query, make_engine, read_query
 from .data.validate import validate_frame
 from .errors import DataError
-from .serving.runtime import SklearnPredictor
+from .features import to_model_frame
+from .serving.runtime import labels, load_predictor
 
 SQL_SOURCE = "sql"
 
@@ -69,7 +70,9 @@ def predict_batch(
     """Score ``source`` with the model (default: LATEST) and write ``output`` (.csv/.parquet)."""
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise DataError(f"unsupported output {output}: use a .csv or .parquet file name")
-    predictor = SklearnPredictor(artifacts.resolve_model_dir(cfg.paths.models_dir, version))
+    model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, version)
+    predictor = load_predictor(model_dir, cfg.serving.runtime)
+    features = predictor.metadata.features
     id_column = cfg.data.id_column
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
@@ -78,14 +81,17 @@ def predict_batch(
     try:
         for chunk in iter_input(source, cfg, chunk_size or cfg.data.chunk_size):
             chunk.index = pd.RangeIndex(rows, rows + len(chunk))  # row numbers for error reports
-            missing = [c for c in predictor.metadata.features.names if c not in chunk.columns]
+            missing = [c for c in features.names if c not in chunk.columns]
             if missing:
                 raise DataError(f"input {source} lacks feature column(s): {', '.join(missing)}")
             valid = validate_frame(chunk, cfg, with_target=False, with_id=False)
-            probability = predictor.predict_frame(valid)
-            labels = predictor.label(probability)
+            model_rows = to_model_frame(valid, features)
+            probability = predictor.predict_columns(
+                {name: model_rows[name].to_numpy() for name in features.names}
+            )
+            predicted = labels(probability, predictor.metadata.threshold)
             result = pd.DataFrame(
-                {"probability": probability, "prediction": labels}, index=valid.index
+                {"probability": probability, "prediction": predicted}, index=valid.index
             )
             if id_column in chunk.columns:
                 result.insert(0, id_column, chunk[id_column].to_numpy())
@@ -93,7 +99,7 @@ def predict_batch(
             writer.write(result)
             rows += len(result)
             chunks += 1
-            positives += int(labels.sum())
+            positives += int(predicted.sum())
         writer.close()
         if rows == 0:
             raise DataError(f"input {source} has no rows")

@@ -21,7 +21,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
-from . import artifacts, evaluate, tracking
+from . import artifacts, evaluate, onnx_export, tracking
 from .config import Config
 from .data.extract import extract_training_frame
 from .data.validate import validate_frame
@@ -106,6 +106,15 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
             f"{cfg.training.min_test_roc_auc}: the model was not published"
         )
 
+    # Export and check before anything is written: the service scores with this graph.
+    onnx_model = onnx_export.export_pipeline(pipeline, cfg.features)
+    parity = onnx_export.check_parity(onnx_model, pipeline, x_test, cfg.features, threshold)
+    logger.info(
+        "ONNX export matches scikit-learn on %d rows (max |diff| %.1e)",
+        parity.rows,
+        parity.max_abs_diff,
+    )
+
     version = artifacts.new_version(fingerprint)
     importance = evaluate.importance_table(
         pipeline, x_test, y_test, cfg.evaluation.permutation_repeats, cfg.training.seed
@@ -124,6 +133,7 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
 
     def write(model_dir: Path) -> None:
         sha = artifacts.save_pipeline(pipeline, model_dir)
+        (model_dir / artifacts.ONNX_FILE).write_bytes(onnx_model)
         artifacts.write_json(model_dir / artifacts.HOLDOUT_FILE, sorted(ids_test.tolist()))
         artifacts.write_metadata(
             model_dir,
@@ -153,6 +163,8 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
                     "numpy": np.__version__,
                 },
                 artifact_sha256=sha,
+                onnx_sha256=artifacts.sha256_file(model_dir / artifacts.ONNX_FILE),
+                onnx_parity=parity.as_dict(),
             ),
         )
 
@@ -176,13 +188,23 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
                     "features": ",".join(cfg.features.names),
                     **{f"model.{k}": v for k, v in cfg.model.params.items()},
                 },
-                metrics={**{f"test_{k}": v for k, v in metrics.items()}, **cv_metrics},
+                metrics={
+                    **{f"test_{k}": v for k, v in metrics.items()},
+                    **cv_metrics,
+                    "onnx_max_abs_diff": parity.max_abs_diff,
+                    "onnx_label_flips": float(parity.label_flips),
+                },
                 tags={
                     "model_version": version,
                     "data_fingerprint": fingerprint,
                     "git_commit": commit or "unknown",
+                    "onnx_parity": "passed",
                 },
-                artifact_paths=[*report_files, model_dir / artifacts.METADATA_FILE],
+                artifact_paths=[
+                    *report_files,
+                    model_dir / artifacts.METADATA_FILE,
+                    model_dir / artifacts.ONNX_FILE,
+                ],
                 model=pipeline,
                 input_example=x_test.head(3),
             )

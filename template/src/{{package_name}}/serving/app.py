@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,7 +27,7 @@ from .. import __version__, artifacts
 from ..config import Config
 from ..errors import ProjectError
 from .observability import ObservabilityMiddleware, ServiceMetrics
-from .runtime import Predictor, SklearnPredictor
+from .runtime import Predictor, labels, load_predictor
 from .schemas import (
     BatchPrediction,
     ModelInfo,
@@ -39,6 +40,8 @@ from .schemas import (
 logger = logging.getLogger(__name__)
 
 PredictorFactory = Callable[[Path], Predictor]
+# Batches up to this many rows are scored inline; larger ones in the thread pool.
+INLINE_BATCH_ROWS = 64
 
 
 class ModelState:
@@ -60,7 +63,7 @@ def require_model(request: Request) -> Predictor:
 ModelDep = Annotated[Predictor, Depends(require_model)]
 
 
-def create_app(cfg: Config, load_predictor: PredictorFactory = SklearnPredictor) -> FastAPI:
+def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -> FastAPI:
     """Build the service for the model version ``cfg.serving.model_version`` (default: LATEST).
 
     The request schema comes from the model's metadata when a model exists, so the API always
@@ -90,7 +93,10 @@ def create_app(cfg: Config, load_predictor: PredictorFactory = SklearnPredictor)
 
     def _load(directory: Path) -> None:
         try:
-            predictor = load_predictor(directory)
+            if predictor_factory is not None:
+                predictor = predictor_factory(directory)
+            else:
+                predictor = load_predictor(directory, cfg.serving.runtime)
         except ProjectError as exc:
             state.problem = str(exc)
             logger.error("model not loaded: %s", exc)
@@ -146,14 +152,23 @@ def create_app(cfg: Config, load_predictor: PredictorFactory = SklearnPredictor)
         )
 
     @app.post("/predict", response_model=Prediction, tags=["model"])
-    def predict(record: record_model, predictor: ModelDep) -> Prediction:  # type: ignore[valid-type]
-        """Score one record (a flat object: feature name -> value)."""
+    async def predict(record: record_model, predictor: ModelDep) -> Prediction:  # type: ignore[valid-type]
+        """Score one record (a flat object: feature name -> value).
+
+        One row costs tens of microseconds in ONNX Runtime: cheaper to run inline than to hand
+        to the thread pool."""
         return _score([record], predictor, metrics)[0]
 
     @app.post("/predict/batch", response_model=BatchPrediction, tags=["model"])
-    def predict_batch(batch: batch_model, predictor: ModelDep) -> BatchPrediction:  # type: ignore[valid-type]
+    async def predict_batch(batch: batch_model, predictor: ModelDep) -> BatchPrediction:  # type: ignore[valid-type]
         """Score up to ``serving.max_batch_size`` records in one request."""
-        predictions = _score(batch.records, predictor, metrics)  # type: ignore[attr-defined]
+        records = batch.records  # type: ignore[attr-defined]
+        if len(records) <= INLINE_BATCH_ROWS:
+            predictions = _score(records, predictor, metrics)
+        else:
+            # Large batches run in the thread pool (ONNX Runtime releases the GIL), so /health
+            # and small requests keep being answered meanwhile.
+            predictions = await run_in_threadpool(_score, records, predictor, metrics)
         return BatchPrediction(predictions=predictions, model_version=predictor.metadata.version)
 
     @app.get("/metrics", include_in_schema=False)
@@ -165,13 +180,16 @@ def create_app(cfg: Config, load_predictor: PredictorFactory = SklearnPredictor)
 
 def _score(records: list[Any], predictor: Predictor, metrics: ServiceMetrics) -> list[Prediction]:
     probability = predictor.predict_records([r.model_dump() for r in records])
-    labels = predictor.label(probability)
+    predicted = labels(probability, predictor.metadata.threshold)
     version = predictor.metadata.version
-    for label in labels:
-        metrics.predictions.labels(str(label)).inc()
+    positives = int(predicted.sum())
+    if positives:
+        metrics.predictions.labels("1").inc(positives)
+    if len(predicted) - positives:
+        metrics.predictions.labels("0").inc(len(predicted) - positives)
     return [
         Prediction(prediction=int(label), probability=float(p), model_version=version)
-        for p, label in zip(probability, labels, strict=True)
+        for p, label in zip(probability.tolist(), predicted.tolist(), strict=True)
     ]
 
 

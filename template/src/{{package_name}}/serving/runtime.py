@@ -1,50 +1,113 @@
-"""Model runtimes: turn validated records (or a DataFrame chunk) into probabilities.
+"""Model runtimes: turn records (or columns) into positive-class probabilities.
 
-The service and batch prediction share one runtime object per model version, which is what
-makes their predictions identical for the same rows (see tests/test_parity.py).
+``OnnxPredictor`` (the default, ``serving.runtime: onnx``) needs only NumPy and ONNX Runtime:
+nothing from scikit-learn or pandas, and no pickle, is imported in the serving process. The
+scikit-learn runtime (``serving.runtime: sklearn``) lives in ``sklearn_runtime`` and is
+imported only when selected. The service and batch prediction use the same runtime object, so
+they return identical predictions for the same rows (see tests/test_parity.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
-import pandas as pd
+import onnxruntime as ort
 
 from .. import artifacts
-from ..features import to_model_frame
+from ..config import FeaturesConfig
+from ..errors import ModelNotFoundError
+
+MISSING_CATEGORY = "missing"  # the same spelling as features.MISSING_CATEGORY (tested)
+Runtime = Literal["onnx", "sklearn"]
 
 
 class Predictor(Protocol):
-    """What the service needs from a loaded model."""
+    """What the service and batch prediction need from a loaded model."""
 
     metadata: artifacts.ModelMetadata
 
+    def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray: ...
+
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray: ...
 
-    def label(self, probability: np.ndarray) -> np.ndarray: ...
+
+def labels(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """Class labels at the decision threshold tuned during training."""
+    return (probability >= threshold).astype(np.int64)
 
 
-class SklearnPredictor:
-    """The fitted scikit-learn Pipeline loaded from its skops artifact."""
+def load_predictor(model_dir: Path, runtime: Runtime = "onnx") -> Predictor:
+    """The predictor for ``model_dir`` with the chosen runtime."""
+    if runtime == "onnx":
+        return OnnxPredictor(model_dir)
+    try:
+        from .sklearn_runtime import SklearnPredictor
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            f"serving.runtime 'sklearn' needs the pipeline dependencies ({exc.name} is missing): "
+            "install the project with its [pipeline] extra, or use serving.runtime: onnx"
+        ) from None
+    return SklearnPredictor(model_dir)
+
+
+class OnnxScorer:
+    """One ONNX Runtime session over an exported graph with one input per feature."""
+
+    def __init__(self, model: bytes, features: FeaturesConfig) -> None:
+        options = ort.SessionOptions()
+        # One worker process per core: more threads per session only add contention.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime raises its own error types for bad graphs
+            raise ModelNotFoundError(f"the ONNX model cannot be loaded: {exc}") from None
+        self._numeric = [f.name for f in features.numeric]
+        self._categorical = [c.name for c in features.categorical]
+        self.names = self._numeric + self._categorical
+
+    def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Positive-class probabilities for equally long feature columns."""
+        feeds: dict[str, np.ndarray] = {}
+        for name in self._numeric:
+            # None becomes NaN, as in pandas: the graph imputes it (or routes it, for
+            # gradient boosting) exactly as the pipeline did in training.
+            feeds[name] = np.asarray(columns[name], dtype=np.float32).reshape(-1, 1)
+        for name in self._categorical:
+            feeds[name] = np.array(
+                [MISSING_CATEGORY if _is_missing(v) else str(v) for v in columns[name]],
+                dtype=object,
+            ).reshape(-1, 1)
+        probabilities = self._session.run(["probabilities"], feeds)[0]
+        return np.asarray(probabilities[:, 1], dtype=np.float64)
+
+
+class OnnxPredictor:
+    """A published model version scored by ONNX Runtime."""
 
     def __init__(self, model_dir: Path) -> None:
         self.metadata = artifacts.load_metadata(model_dir)
-        self._pipeline = artifacts.load_pipeline(model_dir, self.metadata)
-        self._columns = self.metadata.features.names
+        path = model_dir / artifacts.ONNX_FILE
+        if not path.is_file():
+            raise ModelNotFoundError(f"{path} is missing: retrain to export the model to ONNX")
+        if artifacts.sha256_file(path) != self.metadata.onnx_sha256:
+            raise ModelNotFoundError(
+                f"{path} does not match the checksum in its metadata: the file was changed or "
+                "damaged after training; retrain or restore it"
+            )
+        self._scorer = OnnxScorer(path.read_bytes(), self.metadata.features)
 
-    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Positive-class probabilities for a frame holding (at least) the feature columns."""
-        features = to_model_frame(frame, self.metadata.features)
-        probability: np.ndarray = self._pipeline.predict_proba(features)[:, 1]
-        return probability
+    def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        return self._scorer.predict_columns(columns)
 
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        frame = pd.DataFrame.from_records(list(records), columns=self._columns)
-        return self.predict_frame(frame)
+        return self._scorer.predict_columns(
+            {name: [record[name] for record in records] for name in self._scorer.names}
+        )
 
-    def label(self, probability: np.ndarray) -> np.ndarray:
-        """Class labels at the threshold tuned during training."""
-        return (probability >= self.metadata.threshold).astype(int)
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)

@@ -1,0 +1,296 @@
+"""``python -m <package>.bench`` (``make bench``): how fast the service and batch scoring are.
+
+Starts the service as its own process (one uvicorn worker, pinned to CPU 0 when there are two
+or more), drives it from a separate process with wrk (pinned to CPU 1) at fixed concurrency, and
+reports, as a table and ``reports/bench.json``:
+
+- ``/predict`` requests/s, p50 and p99 latency; the same for a no-op endpoint of the same
+  server (``/health``) and their ratio (how close the model path is to the framework's limit);
+- ``/predict/batch`` rows/s; in-process ONNX scoring rows/s on one thread;
+- cold start (process start -> first 200 from ``/ready``) and the serving process's RSS;
+- batch-predict peak memory for two input sizes (chunked reading keeps it flat);
+- the serving image's size when a container engine has it.
+
+Numbers from a shared or noisy machine vary: compare ratios and repeated runs, not one value.
+wrk comes from your package manager (``apt install wrk``, ``brew install wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from . import artifacts
+from .config import PACKAGE, Config, load_config
+from .serving.runtime import OnnxPredictor
+
+WRK_POST_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY_FILE"), "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pin(cpu: int) -> list[str]:
+    """A taskset prefix pinning to ``cpu`` when possible (Linux, two or more CPUs)."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else None
+
+
+def start_server(config: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
+    """Start the service; return it and the seconds from process start to /ready == 200."""
+    command = [*_pin(0), sys.executable, "-m", f"{PACKAGE}.serving", "--config", str(config)]
+    command += ["--port", str(port)]
+    env = {**os.environ, f"{PACKAGE.upper()}_SERVING__LOG_LEVEL": "warning"}
+    start = time.perf_counter()
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = start + 60
+    while time.perf_counter() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the service exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        try:
+            if _get(f"http://127.0.0.1:{port}/ready") == 200:
+                return server, time.perf_counter() - start
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.005)
+    server.terminate()
+    raise RuntimeError("the service did not become ready within 60 s")
+
+
+def run_wrk(
+    url: str, seconds: int, connections: int, body: bytes | None = None
+) -> dict[str, float]:
+    """Requests/s and latency percentiles (ms) from one wrk run on CPU 1."""
+    command = [*_pin(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp:
+        if body is not None:
+            (Path(tmp) / "body.json").write_bytes(body)
+            (Path(tmp) / "post.lua").write_text(WRK_POST_SCRIPT)
+            env["BENCH_BODY_FILE"] = str(Path(tmp) / "body.json")
+            command[-1:-1] = ["-s", str(Path(tmp) / "post.lua")]
+        out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _latency(out, "50%"),
+        "p99_ms": _latency(out, "99%"),
+        "non_2xx": float(m.group(1))
+        if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out))
+        else 0.0,
+    }
+
+
+def _latency(wrk_output: str, percentile: str) -> float:
+    match = re.search(rf"{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\b", wrk_output)
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def in_process_rows_per_s(predictor: OnnxPredictor, rows: int) -> float:
+    """Rows/s of ``predict_columns`` on one thread over ``rows`` copies of the input example."""
+    example = predictor.metadata.input_example
+    columns = {name: [example[name]] * rows for name in example}
+    predictor.predict_columns({name: values[:100] for name, values in columns.items()})
+    best = 0.0
+    for _ in range(3):  # best of three: the least disturbed run
+        start = time.perf_counter()
+        predictor.predict_columns(columns)
+        best = max(best, rows / (time.perf_counter() - start))
+    return best
+
+
+def batch_peak_memory_mb(config: Path, cfg: Config, rows: int, work: Path) -> dict[str, float]:
+    """Peak RSS of ``python -m <package> predict`` over a CSV of ``rows`` rows."""
+    import pandas as pd
+
+    from .data.extract import iter_query, make_engine, read_query
+
+    engine = make_engine(cfg.data.url)
+    try:
+        base = pd.concat(list(iter_query(engine, read_query(cfg.data.scoring_query), 50_000)))
+    finally:
+        engine.dispose()
+    source = work / f"input_{rows}.csv"
+    repeats = -(-rows // len(base))
+    pd.concat([base] * repeats, ignore_index=True).head(rows).to_csv(source, index=False)
+    command = [sys.executable, "-m", PACKAGE, "predict", "--config", str(config)]
+    command += ["--input", str(source), "--output", str(work / f"output_{rows}.csv")]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"batch predict failed: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+    seconds = time.perf_counter() - start
+    # ru_maxrss is in kB on Linux, bytes on macOS.
+    peak = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    return {"rows": float(rows), "peak_rss_mb": peak, "seconds": seconds}
+
+
+def image_size_mb(image: str) -> float | None:
+    for engine in ("docker", "podman"):
+        if shutil.which(engine) is None:
+            continue
+        result = subprocess.run(
+            [engine, "image", "inspect", "--format", "{{.Size}}", image],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0 and result.stdout.strip().isdigit():
+            return int(result.stdout.strip()) / 1e6
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {PACKAGE}.bench", description=__doc__)
+    parser.add_argument("--config", "-c", type=Path, default=Path("configs/config.yaml"))
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each wrk run")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--batch-rows", type=int, default=100, help="rows per /predict/batch")
+    parser.add_argument(
+        "--memory-rows",
+        type=int,
+        nargs=2,
+        default=[10_000, 1_000_000],
+        metavar=("SMALL", "LARGE"),
+        help="batch-predict input sizes to compare",
+    )
+    parser.add_argument("--image", default=f"{PACKAGE.replace('_', '-')}:latest")
+    parser.add_argument("--output", type=Path, default=Path("reports/bench.json"))
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args.config)
+    predictor = OnnxPredictor(
+        artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.model_version)
+    )
+    example = predictor.metadata.input_example
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "pinned": bool(_pin(0)),
+        },
+        "model_version": predictor.metadata.version,
+        "model_name": predictor.metadata.model_name,
+        "settings": {
+            "seconds": args.seconds,
+            "connections": args.connections,
+            "batch_rows": args.batch_rows,
+        },
+    }
+    results["in_process_rows_per_s"] = in_process_rows_per_s(predictor, 100_000)
+
+    port = free_port()
+    server, cold_start = start_server(args.config, port)
+    try:
+        results["cold_start_s"] = cold_start
+        base = f"http://127.0.0.1:{port}"
+        if shutil.which("wrk"):
+            predict_body = json.dumps(example).encode()
+            batch_body = json.dumps({"records": [example] * args.batch_rows}).encode()
+            noop = run_wrk(f"{base}/health", args.seconds, args.connections)
+            predict = run_wrk(f"{base}/predict", args.seconds, args.connections, predict_body)
+            batch = run_wrk(f"{base}/predict/batch", args.seconds, args.connections, batch_body)
+            results["noop"] = noop
+            results["predict"] = predict
+            results["predict_vs_noop"] = predict["requests_per_s"] / noop["requests_per_s"]
+            results["batch_rows_per_s"] = batch["requests_per_s"] * args.batch_rows
+            results["batch_non_2xx"] = batch["non_2xx"]
+        else:
+            results["http"] = "skipped: wrk not installed (apt install wrk / brew install wrk)"
+        results["serving_rss_mb"] = _rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results["batch_memory"] = [
+            batch_peak_memory_mb(args.config, cfg, rows, Path(tmp)) for rows in args.memory_rows
+        ]
+    results["image_size_mb"] = image_size_mb(args.image)
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(format_table(results))
+    print(f"\nwritten to {args.output}")
+    return 0
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The results as a markdown table."""
+
+    def fmt(value: Any, unit: str = "", digits: int = 0) -> str:
+        return "n/a" if value is None else f"{value:,.{digits}f}{unit}"
+
+    rows = [("CPUs", str(results["machine"]["cpus"]))]
+    for name in ("predict", "noop"):
+        if name in results:
+            r = results[name]
+            label = "/predict" if name == "predict" else "/health (no-op)"
+            rows.append((f"{label} req/s", fmt(r["requests_per_s"])))
+            rows.append((f"{label} p50 / p99", f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms"))
+    if "predict_vs_noop" in results:
+        rows.append(("/predict vs no-op", f"{results['predict_vs_noop']:.0%}"))
+        rows.append(("/predict/batch rows/s", fmt(results["batch_rows_per_s"])))
+    rows.append(("in-process scoring rows/s (1 thread)", fmt(results["in_process_rows_per_s"])))
+    rows.append(("cold start (start -> /ready 200)", fmt(results["cold_start_s"], " s", 2)))
+    rows.append(("serving RSS", fmt(results.get("serving_rss_mb"), " MB", 0)))
+    for run in results["batch_memory"]:
+        rows.append(
+            (
+                f"batch predict {run['rows']:,.0f} rows: peak RSS",
+                f"{run['peak_rss_mb']:,.0f} MB in {run['seconds']:.1f} s",
+            )
+        )
+    rows.append(("serving image size", fmt(results.get("image_size_mb"), " MB", 0)))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+    lines += [f"| {name.ljust(width)} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
