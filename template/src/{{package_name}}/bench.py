@@ -67,13 +67,14 @@ def _get(url: str) -> int:
         return int(error.code)
 
 
-def _rss_mb(pid: int) -> float | None:
+def _status_kb(pid: int, field: str) -> int | None:
+    """A memory field (VmRSS, VmHWM) of a process from /proc, in kB; None where unavailable."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
-    return int(match.group(1)) / 1024 if match else None
+    match = re.search(rf"{field}:\s+(\d+) kB", status)
+    return int(match.group(1)) if match else None
 
 
 def start_server(config: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
@@ -141,7 +142,9 @@ def in_process_rows_per_s(predictor: OnnxPredictor, rows: int) -> float:
     return best
 
 
-def batch_peak_memory_mb(config: Path, cfg: Config, rows: int, work: Path) -> dict[str, float]:
+def batch_peak_memory_mb(
+    config: Path, cfg: Config, rows: int, chunk_size: int, work: Path
+) -> dict[str, float | None]:
     """Peak RSS of ``python -m <package> predict`` over a CSV of ``rows`` rows."""
     import pandas as pd
 
@@ -157,15 +160,27 @@ def batch_peak_memory_mb(config: Path, cfg: Config, rows: int, work: Path) -> di
     pd.concat([base] * repeats, ignore_index=True).head(rows).to_csv(source, index=False)
     command = [sys.executable, "-m", PACKAGE, "predict", "--config", str(config)]
     command += ["--input", str(source), "--output", str(work / f"output_{rows}.csv")]
+    command += ["--chunk-size", str(chunk_size)]
+    errors = work / f"stderr_{rows}.txt"
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"batch predict failed: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+    with errors.open("wb") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        # VmHWM is the child's own high-water mark since it started; ru_maxrss would also
+        # count what this (bigger) process held when it forked the child.
+        peak_kb = 0
+        while process.poll() is None:
+            peak_kb = max(peak_kb, _status_kb(process.pid, "VmHWM") or 0)
+            time.sleep(0.02)
+    if process.returncode != 0:
+        raise RuntimeError(f"batch predict failed: {errors.read_text()[-2000:]}")
     seconds = time.perf_counter() - start
-    # ru_maxrss is in kB on Linux, bytes on macOS.
-    peak = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-    return {"rows": float(rows), "peak_rss_mb": peak, "seconds": seconds}
+    peak = peak_kb / 1024 if peak_kb else None
+    return {
+        "rows": float(rows),
+        "chunk_size": float(chunk_size),
+        "peak_rss_mb": peak,
+        "seconds": seconds,
+    }
 
 
 def image_size_mb(image: str) -> float | None:
@@ -241,14 +256,18 @@ def main(argv: list[str] | None = None) -> int:
             results["batch_non_2xx"] = batch["non_2xx"]
         else:
             results["http"] = "skipped: wrk not installed (apt install wrk / brew install wrk)"
-        results["serving_rss_mb"] = _rss_mb(server.pid)
+        rss_kb = _status_kb(server.pid, "VmRSS")
+        results["serving_rss_mb"] = rss_kb / 1024 if rss_kb is not None else None
     finally:
         server.terminate()
         server.wait(timeout=15)
 
     with tempfile.TemporaryDirectory() as tmp:
+        # The same chunk size for both runs: the peak should then not depend on the row count.
+        chunk = min(args.memory_rows)
         results["batch_memory"] = [
-            batch_peak_memory_mb(args.config, cfg, rows, Path(tmp)) for rows in args.memory_rows
+            batch_peak_memory_mb(args.config, cfg, rows, chunk, Path(tmp))
+            for rows in args.memory_rows
         ]
     results["image_size_mb"] = image_size_mb(args.image)
 
@@ -282,7 +301,7 @@ def format_table(results: dict[str, Any]) -> str:
         rows.append(
             (
                 f"batch predict {run['rows']:,.0f} rows: peak RSS",
-                f"{run['peak_rss_mb']:,.0f} MB in {run['seconds']:.1f} s",
+                f"{fmt(run['peak_rss_mb'], ' MB')} in {run['seconds']:.1f} s",
             )
         )
     rows.append(("serving image size", fmt(results.get("image_size_mb"), " MB", 0)))

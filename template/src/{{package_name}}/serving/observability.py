@@ -50,6 +50,29 @@ class ServiceMetrics:
             ["version"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._positive = self.predictions.labels("1")
+        self._negative = self.predictions.labels("0")
+
+    def count_predictions(self, positives: int, total: int) -> None:
+        """Add one scored request's labels to ``predictions_total``."""
+        if positives:
+            self._positive.inc(positives)
+        if total - positives:
+            self._negative.inc(total - positives)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count and time one request (label children cached: ``labels()`` is not free)."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _BodyTooLargeError(Exception):
@@ -112,9 +135,7 @@ class ObservabilityMiddleware:
             )
         finally:
             elapsed = time.perf_counter() - start
-            route = _route_template(scope)
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
+            self.metrics.observe(scope["method"], _route_template(scope), status, elapsed)
             logger.info(
                 "request",
                 extra={
