@@ -21,9 +21,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
-def http(method: str, url: str, body: object | None = None) -> tuple[int, object]:
+def http(method: str, url: str, body: object | None = None) -> tuple[int, Any]:
+    """One JSON request; (status, decoded body) for 2xx and error statuses alike."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         url, data=data, method=method, headers={"content-type": "application/json"}
@@ -78,7 +80,6 @@ def main() -> int:
     try:
         wait_ready(base, server)
         _, metadata = http("GET", f"{base}/metadata")
-        assert isinstance(metadata, dict)
         example = metadata["input_example"]
         status, prediction = http("POST", f"{base}/predict", example)
         print(f"demo: POST {base}/predict")

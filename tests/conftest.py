@@ -17,8 +17,6 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,15 +189,3 @@ def pipelines(rendered: dict[str, Path], project_python: Path) -> dict[str, Pipe
         print(f"\n[{variant}] pipeline seconds: {json.dumps(rounded)}")
         runs[variant] = PipelineRun(project, package, outputs, seconds)
     return runs
-
-
-def http(method: str, url: str, body: object | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())

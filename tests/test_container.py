@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PipelineRun, free_port, http, run
+from conftest import PipelineRun, free_port, run
+from demo import http
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUN_VARIANTS, PipelineRun, free_port, http, project_env, run
+from conftest import RUN_VARIANTS, PipelineRun, free_port, project_env, run
+from demo import http
 
 pytestmark = pytest.mark.slow
 

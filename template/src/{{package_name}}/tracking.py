@@ -46,44 +46,31 @@ def log_training_run(
     with the URI in the message, instead of a traceback from deep inside MLflow.
     """
     try:
-        return _log_run(cfg, run_name, params, metrics, tags, artifact_paths, model, input_example)
+        import mlflow
+        import mlflow.sklearn
+
+        mlflow.set_tracking_uri(cfg.uri)
+        experiment_id = _experiment_id(mlflow, cfg)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
+            mlflow.log_metrics(metrics)
+            mlflow.set_tags(tags)
+            for path in artifact_paths:
+                mlflow.log_artifact(str(path), artifact_path="reports")
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=_trusted_types(model),
+                input_example=input_example,
+            )
+            return str(run.info.run_id)
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TrackingError(
             f"could not log the run to MLflow at {cfg.uri}: {first_line} "
             "(fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled: false)"
         ) from exc
-
-
-def _log_run(
-    cfg: TrackingConfig,
-    run_name: str,
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    tags: dict[str, str],
-    artifact_paths: list[Path],
-    model: Any,
-    input_example: Any,
-) -> str:
-    import mlflow
-    import mlflow.sklearn
-
-    mlflow.set_tracking_uri(cfg.uri)
-    experiment_id = _experiment_id(mlflow, cfg)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags(tags)
-        for path in artifact_paths:
-            mlflow.log_artifact(str(path), artifact_path="reports")
-        mlflow.sklearn.log_model(
-            model,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=_trusted_types(model),
-            input_example=input_example,
-        )
-        return str(run.info.run_id)
 
 
 def _experiment_id(mlflow: Any, cfg: TrackingConfig) -> str:
