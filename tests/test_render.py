@@ -32,6 +32,7 @@ PACKAGE_FILES = [
     "serving/__init__.py",
     "serving/__main__.py",
     "serving/app.py",
+    "serving/core.py",
     "serving/observability.py",
     "serving/runtime.py",
     "serving/schemas.py",

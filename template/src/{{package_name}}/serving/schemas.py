@@ -67,13 +67,6 @@ class BatchPrediction(BaseModel):
     model_version: str
 
 
-class Status(BaseModel):
-    """Liveness / readiness answer."""
-
-    status: Literal["ok", "ready"]
-    model_version: str | None = None
-
-
 class ModelInfo(BaseModel):
     """What ``GET /metadata`` returns."""
 

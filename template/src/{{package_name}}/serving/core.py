@@ -1,0 +1,171 @@
+"""Service plumbing shared by every project type: the app skeleton with background model
+loading, ``/health``, ``/ready``, ``/metrics``, request observability and 4xx problem bodies.
+
+A project type's ``app.py`` calls ``create_service`` with a loader for its model and adds its own
+``/metadata`` and ``/predict...`` routes. Nothing here knows what the model scores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from ..errors import ProjectError
+from .observability import ObservabilityMiddleware, ServiceMetrics
+
+logger = logging.getLogger(__name__)
+
+
+class Versioned(Protocol):
+    """The least a loaded model offers the plumbing: its version."""
+
+    @property
+    def version(self) -> str: ...
+
+
+class LoadedModel(Protocol):
+    """A loaded model: the plumbing only reads ``metadata.version``."""
+
+    @property
+    def metadata(self) -> Versioned: ...
+
+
+class ModelState:
+    """The loaded model, or why there is none yet."""
+
+    def __init__(self, problem: str = "model is loading") -> None:
+        self.model: Any = None
+        self.problem = problem
+
+
+class Status(BaseModel):
+    """Liveness / readiness answer."""
+
+    status: Literal["ok", "ready"]
+    model_version: str | None = None
+
+
+def create_service(
+    *,
+    title: str,
+    version: str,
+    max_body_bytes: int,
+    model_dir: Path | None,
+    load: Callable[[Path], LoadedModel],
+    problem: str = "model is loading",
+) -> tuple[FastAPI, ModelState, ServiceMetrics]:
+    """The app with its plumbing routes; ``load(model_dir)`` runs in a worker thread at startup.
+
+    Without ``model_dir`` the service still starts (liveness answers) and ``/ready`` returns
+    503 with ``problem``, so an orchestrator shows why it is not ready.
+    """
+    state = ModelState(problem)
+    metrics = ServiceMetrics()
+
+    def load_model(directory: Path) -> None:
+        try:
+            model = load(directory)
+        except ProjectError as exc:
+            state.problem = str(exc)
+            logger.error("model not loaded: %s", exc)
+            return
+        state.model = model
+        metrics.model_info.labels(model.metadata.version).set(1)
+        logger.info("model %s loaded from %s", model.metadata.version, directory)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if model_dir is None:
+            logger.warning("starting without a model: %s", state.problem)
+            yield
+            return
+        # Loading is CPU and disk work: keep it off the event loop so /health answers.
+        loading = asyncio.create_task(asyncio.to_thread(load_model, model_dir))
+        yield
+        loading.cancel()
+
+    app = FastAPI(title=title, version=version, lifespan=lifespan)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, max_body_bytes=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.state.model = state
+
+    @app.get("/health", response_model=Status, tags=["ops"])
+    async def health() -> Status:
+        """Liveness: the process answers. Does not depend on the model."""
+        return Status(status="ok")
+
+    @app.get(
+        "/ready",
+        response_model=Status,
+        tags=["ops"],
+        responses={503: {"description": "no model yet"}},
+    )
+    async def ready() -> Status:
+        """Readiness: 200 once the model is loaded, 503 (with the reason) before."""
+        return Status(status="ready", model_version=current_model(state).metadata.version)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app, state, metrics
+
+
+def current_model(state: ModelState) -> Any:
+    """The loaded model, or a 503 with the reason there is none."""
+    if state.model is None:
+        raise HTTPException(status_code=503, detail=f"not ready: {state.problem}")
+    return state.model
+
+
+def json_response(payload: object) -> Response:
+    """A JSON response without pydantic's response-model pass (hot paths)."""
+    return Response(json.dumps(payload, allow_nan=False), media_type="application/json")
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI request body for a route that validates its body itself."""
+    schema = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"content": schema, "required": True}}
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """422 for requests FastAPI validates (query, path, forms)."""
+    return problems_response(exc.errors() if isinstance(exc, RequestValidationError) else [])
+
+
+def problems_response(errors: Sequence[Any], status_code: int = 422) -> JSONResponse:
+    """A 4xx with one readable line per problem. The offending input is not echoed back: it
+    may be NaN/inf (not JSON) or large."""
+    problems = []
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "invalid syntax")
+            problems.append(
+                {"field": "body", "message": f"malformed JSON: {reason}", "type": "json_invalid"}
+            )
+            continue
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(
+            {
+                "field": location or "body",
+                "message": error.get("msg", "invalid"),
+                "type": error.get("type", ""),
+            }
+        )
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    return JSONResponse(
+        status_code=status_code,
+        content={"detail": summary or "invalid request", "errors": problems},
+    )
