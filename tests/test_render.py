@@ -38,6 +38,7 @@ PACKAGE_FILES = [
     "serving/schemas.py",
     "serving/server.py",
     "serving/sklearn_runtime.py",
+    "settings.py",
     "tracking.py",
     "train.py",
 ]

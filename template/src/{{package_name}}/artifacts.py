@@ -29,8 +29,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .config import PACKAGE, FeaturesConfig
+from .config import FeaturesConfig
 from .errors import ModelNotFoundError
+from .settings import PACKAGE
 
 MODEL_FILE = "model.skops"
 ONNX_FILE = "model.onnx"

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from . import artifacts
-from .config import PACKAGE, Config, load_config
+from .config import Config, load_config
 from .serving.runtime import OnnxPredictor
+from .settings import PACKAGE
 
 WRK_POST_SCRIPT = """
 wrk.method = "POST"

@@ -15,9 +15,10 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import PACKAGE, Config, load_config
+from .config import Config, load_config
 from .errors import ProjectError
 from .logging_config import configure_logging
+from .settings import PACKAGE
 
 logger = logging.getLogger(__name__)
 app = typer.Typer(

@@ -18,22 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from .errors import ConfigError
+from .settings import Frozen, TrackingConfig, read_yaml, validate_config
 
-PACKAGE = (__package__ or "app").split(".")[0]
-ENV_PREFIX = f"{PACKAGE.upper()}_"
-OVERRIDABLE_SECTIONS = ("data", "tracking", "serving", "paths")
 ModelName = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NumericFeature(_Frozen):
+class NumericFeature(Frozen):
     """A numeric input column; ``min``/``max`` bound valid values (data checks and API)."""
 
     name: str
@@ -50,7 +42,7 @@ class NumericFeature(_Frozen):
         return self
 
 
-class CategoricalFeature(_Frozen):
+class CategoricalFeature(Frozen):
     """A categorical input column with its allowed values."""
 
     name: str
@@ -59,7 +51,7 @@ class CategoricalFeature(_Frozen):
     description: str = ""
 
 
-class SampleDataConfig(_Frozen):
+class SampleDataConfig(Frozen):
     """Size and seed of the embedded sample warehouse built by ``data``."""
 
     n_customers: Annotated[int, Field(ge=100)] = 5000
@@ -67,7 +59,7 @@ class SampleDataConfig(_Frozen):
     seed: int = 42
 
 
-class DataConfig(_Frozen):
+class DataConfig(Frozen):
     """Where the training table comes from and which columns mean what."""
 
     url: str = "sqlite:///data/warehouse.db"
@@ -76,16 +68,16 @@ class DataConfig(_Frozen):
     chunk_size: Annotated[int, Field(ge=1)] = 50_000
     id_column: str = "customer_id"
     target: str = "churned"
-    leaky_columns: list[str] = []
+    leaky_columns: list[str] = Field(default_factory=list)
     sample: SampleDataConfig = SampleDataConfig()
 
 
-class FeaturesConfig(_Frozen):
+class FeaturesConfig(Frozen):
     """The model's inputs. Derived features are built inside the pipeline from these."""
 
-    numeric: list[NumericFeature] = []
-    categorical: list[CategoricalFeature] = []
-    interactions: list[tuple[str, str]] = []
+    numeric: list[NumericFeature] = Field(default_factory=list)
+    categorical: list[CategoricalFeature] = Field(default_factory=list)
+    interactions: list[tuple[str, str]] = Field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -109,15 +101,15 @@ class FeaturesConfig(_Frozen):
         return self
 
 
-class ModelConfig(_Frozen):
+class ModelConfig(Frozen):
     """Estimator choice; ``params`` go to its constructor (checked against its signature)."""
 
     name: ModelName = "logistic_regression"
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = Field(default_factory=dict)
     class_weight: Literal["balanced"] | None = "balanced"
 
 
-class TrainingConfig(_Frozen):
+class TrainingConfig(Frozen):
     """Split, cross-validation, threshold tuning and the quality gate."""
 
     test_size: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -127,22 +119,13 @@ class TrainingConfig(_Frozen):
     min_test_roc_auc: Annotated[float, Field(ge=0, le=1)] = 0.6
 
 
-class EvaluationConfig(_Frozen):
+class EvaluationConfig(Frozen):
     """How much work evaluation spends on permutation importance."""
 
     permutation_repeats: Annotated[int, Field(ge=1)] = 5
 
 
-class TrackingConfig(_Frozen):
-    """MLflow: an embedded SQLite store by default, a server URL in deployment."""
-
-    enabled: bool = True
-    uri: str = "sqlite:///mlflow.db"
-    artifact_location: str = "mlartifacts"
-    experiment: str = "default"
-
-
-class ServingConfig(_Frozen):
+class ServingConfig(Frozen):
     """HTTP service settings."""
 
     host: str = "127.0.0.1"
@@ -154,14 +137,14 @@ class ServingConfig(_Frozen):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class PathsConfig(_Frozen):
+class PathsConfig(Frozen):
     """Where artifacts go."""
 
     models_dir: Path = Path("models")
     reports_dir: Path = Path("reports")
 
 
-class Config(_Frozen):
+class Config(Frozen):
     """The whole project configuration."""
 
     project: str = "project"
@@ -191,54 +174,11 @@ class Config(_Frozen):
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, override from the environment, and validate; raise ``ConfigError`` on any problem."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must contain a mapping of sections")
-    return config_from_dict(raw, environ=os.environ if environ is None else environ, source=path)
+    return config_from_dict(read_yaml(path), os.environ if environ is None else environ, path)
 
 
 def config_from_dict(
     raw: Mapping[str, Any], environ: Mapping[str, str] | None = None, source: object = "<dict>"
 ) -> Config:
     """Validate a mapping (after environment overrides) into a ``Config``."""
-    merged = _apply_env_overrides(dict(raw), environ or {})
-    try:
-        return Config.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid config {source}:\n{_format_errors(exc)}") from None
-
-
-def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    raw = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
-    if environ.get("MLFLOW_TRACKING_URI"):
-        raw.setdefault("tracking", {})["uri"] = environ["MLFLOW_TRACKING_URI"]
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if section not in OVERRIDABLE_SECTIONS or not key or "__" in key:
-            raise ConfigError(
-                f"environment variable {name} does not name a setting: use "
-                f"{ENV_PREFIX}<SECTION>__<KEY> with SECTION one of "
-                f"{', '.join(s.upper() for s in OVERRIDABLE_SECTIONS)}"
-            )
-        # YAML parsing turns "9000" into an int and "false" into a bool, as in the file.
-        raw.setdefault(section, {})[key] = yaml.safe_load(value) if value else value
-    return raw
-
-
-def _format_errors(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see configs/config.yaml for valid keys)"
-        lines.append(f"  - {where}: {message}")
-    return "\n".join(lines)
+    return validate_config(Config, raw, environ or {}, source)

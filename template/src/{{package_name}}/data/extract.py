@@ -14,8 +14,9 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from ..config import PACKAGE, Config, DataConfig
+from ..config import Config, DataConfig
 from ..errors import DataError
+from ..settings import PACKAGE
 from . import sample
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import PACKAGE, load_config
+from ..config import load_config
 from ..errors import ProjectError
+from ..settings import PACKAGE
 from .server import run_server
 
 

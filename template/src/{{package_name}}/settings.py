@@ -1,0 +1,96 @@
+"""Configuration plumbing shared by every project type: YAML in, environment overrides applied,
+validated into frozen pydantic models, one readable error out.
+
+Each project type's ``config.py`` defines its models (on ``Frozen``) and calls
+``validate_config``. Nothing here runs at import time beyond computing the package name.
+
+Environment overrides use the package name as prefix and ``__`` between section and key, e.g.
+``<PACKAGE>_SERVING__PORT=9000``. Only the sections that change between deployments can be
+overridden: data, tracking, serving, paths. ``MLFLOW_TRACKING_URI`` is honoured as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError
+
+PACKAGE = (__package__ or "app").split(".")[0]
+ENV_PREFIX = f"{PACKAGE.upper()}_"
+OVERRIDABLE_SECTIONS = ("data", "tracking", "serving", "paths")
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Frozen(BaseModel):
+    """Base of every config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrackingConfig(Frozen):
+    """MLflow: an embedded SQLite store by default, a server URL in deployment."""
+
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlartifacts"
+    experiment: str = "default"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, or a ``ConfigError`` saying what is wrong."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must contain a mapping of sections")
+    return raw
+
+
+def validate_config(
+    model: type[ModelT], raw: Mapping[str, Any], environ: Mapping[str, str], source: object
+) -> ModelT:
+    """Apply environment overrides to ``raw`` and validate it into ``model``."""
+    merged = _apply_env_overrides(dict(raw), environ)
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config {source}:\n{_format_errors(exc)}") from None
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    raw = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    if environ.get("MLFLOW_TRACKING_URI"):
+        raw.setdefault("tracking", {})["uri"] = environ["MLFLOW_TRACKING_URI"]
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section not in OVERRIDABLE_SECTIONS or not key or "__" in key:
+            raise ConfigError(
+                f"environment variable {name} does not name a setting: use "
+                f"{ENV_PREFIX}<SECTION>__<KEY> with SECTION one of "
+                f"{', '.join(s.upper() for s in OVERRIDABLE_SECTIONS)}"
+            )
+        # YAML parsing turns "9000" into an int and "false" into a bool, as in the file.
+        raw.setdefault(section, {})[key] = yaml.safe_load(value) if value else value
+    return raw
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see configs/config.yaml for valid keys)"
+        lines.append(f"  - {where}: {message}")
+    return "\n".join(lines)
