@@ -57,6 +57,7 @@ COMMON_FILES = [
     "sql/training_set.sql",
 ]
 # Jinja expressions, statements and comments (not the "}}" that ends a nested dict).
+TEMPLATE_TREES = ["template", "template_deep_learning"]
 JINJA_MARKERS = re.compile(r"{{-?\s*[\w'\"(]|{%-?\s|{#")
 
 
@@ -175,24 +176,23 @@ def test_render_pyproject_follows_answers(rendered: dict[str, Path]) -> None:
 
 
 def test_template_jinja_suffix_only_on_files_with_jinja() -> None:
-    template = TEMPLATE_ROOT / "template"
     listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "template"],
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *TEMPLATE_TREES],
         cwd=TEMPLATE_ROOT,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.splitlines()
-    files = [TEMPLATE_ROOT / name for name in listed if (TEMPLATE_ROOT / name).is_file()]
+    files = [name for name in listed if (TEMPLATE_ROOT / name).is_file()]
     suffixed_without_jinja = [
-        str(p.relative_to(template))
-        for p in files
-        if p.suffix == ".jinja" and not JINJA_MARKERS.search(p.read_text())
+        name
+        for name in files
+        if name.endswith(".jinja") and not JINJA_MARKERS.search((TEMPLATE_ROOT / name).read_text())
     ]
     plain_with_jinja = [
-        str(p.relative_to(template))
-        for p in files
-        if p.suffix != ".jinja" and JINJA_MARKERS.search(p.read_text())
+        name
+        for name in files
+        if not name.endswith(".jinja") and JINJA_MARKERS.search((TEMPLATE_ROOT / name).read_text())
     ]
     assert suffixed_without_jinja == []
     assert plain_with_jinja == []
@@ -204,3 +204,14 @@ def test_render_twice_is_identical(tmp_path: Path) -> None:
     assert {name: (first / name).read_bytes() for name in project_files(first)} == {
         name: (second / name).read_bytes() for name in project_files(second)
     }
+
+
+def test_shared_files_of_project_types_are_links_to_one_copy() -> None:
+    """Files shared by the project-type trees are symlinks into template/, never stale copies."""
+    links = [p for p in (TEMPLATE_ROOT / "template_deep_learning").rglob("*") if p.is_symlink()]
+    classical = (TEMPLATE_ROOT / "template").resolve()
+    assert links, "the deep-learning tree shares its plumbing with template/"
+    for link in links:
+        target = link.resolve()
+        assert target.is_file(), f"{link} is a dangling link"
+        assert target.is_relative_to(classical), f"{link} points outside template/"
