@@ -91,6 +91,9 @@ def publish(models_dir: Path, version: str, write: Callable[[Path], None]) -> Pa
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=models_dir))
     try:
+        # mkdtemp makes the directory private (0700); a published model must stay readable by
+        # the service's user (a mounted volume, a container running as another uid).
+        staging.chmod(0o755)
         write(staging)
         final = models_dir / version
         staging.replace(final)
@@ -105,6 +108,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    Path(tmp).chmod(0o644)  # mkstemp files are private; the pointer must be readable too
     Path(tmp).replace(path)
 
 

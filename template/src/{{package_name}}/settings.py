@@ -1,8 +1,9 @@
 """Configuration plumbing shared by every project type: YAML in, environment overrides applied,
 validated into frozen pydantic models, one readable error out.
 
-Each project type's ``config.py`` defines its models (on ``Frozen``) and calls
-``validate_config``. Nothing here runs at import time beyond computing the package name.
+Each project type's ``config.py`` defines its models (on ``Frozen``), validates the result of
+``apply_env_overrides`` and turns a ``ValidationError`` into ``config_error``. Nothing here
+runs at import time beyond computing the package name.
 
 Environment overrides use the package name as prefix and ``__`` between section and key, e.g.
 ``<PACKAGE>_SERVING__PORT=9000``. Only the sections that change between deployments can be
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -23,7 +24,6 @@ from .errors import ConfigError
 PACKAGE = (__package__ or "app").split(".")[0]
 ENV_PREFIX = f"{PACKAGE.upper()}_"
 OVERRIDABLE_SECTIONS = ("data", "tracking", "serving", "paths")
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class Frozen(BaseModel):
@@ -55,18 +55,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def validate_config(
-    model: type[ModelT], raw: Mapping[str, Any], environ: Mapping[str, str], source: object
-) -> ModelT:
-    """Apply environment overrides to ``raw`` and validate it into ``model``."""
-    merged = _apply_env_overrides(dict(raw), environ)
-    try:
-        return model.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid config {source}:\n{_format_errors(exc)}") from None
+def config_error(exc: ValidationError, source: object) -> ConfigError:
+    """One ``ConfigError`` listing every problem pydantic found, one line each."""
+    return ConfigError(f"invalid config {source}:\n{_format_errors(exc)}")
 
 
-def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of ``raw`` with the environment's overrides applied (see the module docstring)."""
     raw = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
     if environ.get("MLFLOW_TRACKING_URI"):
         raw.setdefault("tracking", {})["uri"] = environ["MLFLOW_TRACKING_URI"]

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from .settings import Frozen, TrackingConfig, read_yaml, validate_config
+from .settings import Frozen, TrackingConfig, apply_env_overrides, config_error, read_yaml
 
 
 class SampleDataConfig(Frozen):
@@ -129,4 +129,7 @@ def config_from_dict(
     raw: Mapping[str, Any], environ: Mapping[str, str] | None = None, source: object = "<dict>"
 ) -> Config:
     """Validate a mapping (after environment overrides) into a ``Config``."""
-    return validate_config(Config, raw, environ or {}, source)
+    try:
+        return Config.model_validate(apply_env_overrides(raw, environ or {}))
+    except ValidationError as exc:
+        raise config_error(exc, source) from None
