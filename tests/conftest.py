@@ -51,9 +51,19 @@ RUN_VARIANTS: dict[str, dict[str, Any]] = {
         "author_email": "data-team@corp.example",
     },
 }
-# Rendered and linted only: answers whose effect is limited to text files.
+# Rendered and linted only: answers whose effect is limited to text files. The default
+# deep-learning project is run end to end in test_deep_learning.py.
 RENDER_ONLY_VARIANTS: dict[str, dict[str, Any]] = {
     "bsd-github-py311": {"project_name": "Upsell", "license": "BSD-3-Clause"},
+    "deep_learning": {"project_type": "deep_learning"},
+    "deep_learning-gpu-gitlab-apache-py312": {
+        "project_type": "deep_learning",
+        "project_name": "Defect Inspector",
+        "gpu": True,
+        "ci": "gitlab",
+        "license": "Apache-2.0",
+        "python_version": "3.12",
+    },
 }
 ALL_VARIANTS = {**RUN_VARIANTS, **RENDER_ONLY_VARIANTS}
 
@@ -189,3 +199,56 @@ def pipelines(rendered: dict[str, Path], project_python: Path) -> dict[str, Pipe
         print(f"\n[{variant}] pipeline seconds: {json.dumps(rounded)}")
         runs[variant] = PipelineRun(project, package, outputs, seconds)
     return runs
+
+
+# The CPU build of torch that this machine provides locally; elsewhere set e.g.
+# COPIER_ML_TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu".
+TORCH_SPEC = os.environ.get("COPIER_ML_TORCH_SPEC", "torch==2.13.0")
+DL_PACKAGE = "digit_classifier"
+
+
+@pytest.fixture(scope="session")
+def dl_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render(
+        tmp_path_factory.mktemp("dl") / "digit-classifier",
+        {"project_type": "deep_learning"},
+        trust=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def dl_python(tmp_path_factory: pytest.TempPathFactory, dl_project: Path) -> Path:
+    """A new virtualenv: torch first (the build you choose), then the project with extras."""
+    env_dir = tmp_path_factory.mktemp("dl-venv") / "venv"
+    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    run([*pip, "--upgrade", "pip"], cwd=dl_project)
+    run([*pip, *TORCH_SPEC.split()], cwd=dl_project, timeout=1200)
+    run([*pip, f"{dl_project}[pipeline,dev]"], cwd=dl_project, timeout=1200)
+    return python
+
+
+@pytest.fixture(scope="session")
+def dl_pipeline(dl_project: Path, dl_python: Path) -> dict[str, str]:
+    """data -> validate -> train -> evaluate -> predict once, timed; the outputs by step."""
+    outputs = {}
+    steps = {
+        "data": ["data"],
+        "validate": ["validate"],
+        "train": ["train"],
+        "evaluate": ["evaluate"],
+        "predict": ["predict", "--input", "data/digits", "--output", "reports/predictions.csv"],
+    }
+    seconds = {}
+    for step, args in steps.items():
+        start = time.perf_counter()
+        result = run(
+            [str(dl_python), "-m", DL_PACKAGE, *args],
+            cwd=dl_project,
+            env=project_env(dl_project, installed=True),
+        )
+        seconds[step] = round(time.perf_counter() - start, 1)
+        outputs[step] = result.stdout
+    print(f"\n[deep_learning] pipeline seconds: {json.dumps(seconds)}")
+    return outputs

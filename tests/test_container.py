@@ -46,13 +46,24 @@ def find_engine() -> tuple[str, dict[str, str]] | str:
     return "podman", env
 
 
-def test_container_builds_and_serves(pipelines: dict[str, PipelineRun]) -> None:
+def trained_project(request: pytest.FixtureRequest, project_type: str) -> Path:
+    """The default project of ``project_type``, with a trained model to bake into the image."""
+    if project_type == "deep_learning":
+        request.getfixturevalue("dl_pipeline")
+        project: Path = request.getfixturevalue("dl_project")
+        return project
+    pipelines: dict[str, PipelineRun] = request.getfixturevalue("pipelines")
+    return pipelines["defaults"].project
+
+
+@pytest.mark.parametrize("project_type", ["classical", "deep_learning"])
+def test_container_builds_and_serves(request: pytest.FixtureRequest, project_type: str) -> None:
     engine = find_engine()
     if isinstance(engine, str):
         pytest.skip(engine)
     cli, env = engine
-    project = pipelines["defaults"].project
-    tag = f"localhost/copier-ml-test:{os.getpid()}"
+    project = trained_project(request, project_type)
+    tag = f"localhost/copier-ml-test-{project_type.replace('_', '-')}:{os.getpid()}"
     build = [cli, "build", "-t", tag, "."]
     if cli == "podman":
         build[2:2] = ["--pull=never", "--format", "docker"]  # local base; keep HEALTHCHECK
@@ -62,10 +73,12 @@ def test_container_builds_and_serves(pipelines: dict[str, PipelineRun]) -> None:
     size = int(
         run([cli, "image", "inspect", "--format", "{{.Size}}", tag], cwd=project, env=env).stdout
     )
-    print(f"\n[container] {cli} build {build_seconds:.0f}s, image {size / 1e6:.0f} MB")
+    print(
+        f"\n[container {project_type}] {cli} build {build_seconds:.0f}s, image {size / 1e6:.0f} MB"
+    )
 
     port = free_port()
-    name = f"copier-ml-test-{os.getpid()}"
+    name = f"copier-ml-test-{project_type.replace('_', '-')}-{os.getpid()}"
     run(
         [cli, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", tag],
         cwd=project,
@@ -82,7 +95,9 @@ def test_container_builds_and_serves(pipelines: dict[str, PipelineRun]) -> None:
                 time.sleep(0.5)
         assert status == 200, "the container never became ready"
         _, metadata = http("GET", f"{base}/metadata")
-        status, prediction = http("POST", f"{base}/predict", metadata["input_example"])
+        example = metadata["input_example"]
+        body = {"pixels": example} if project_type == "deep_learning" else example
+        status, prediction = http("POST", f"{base}/predict", body)
         assert status == 200
         assert prediction["model_version"] == metadata["model_version"]
         uid = run([cli, "exec", name, "id", "-u"], cwd=project, env=env).stdout.strip()

@@ -1,0 +1,1 @@
+"""Data: the embedded sample digits, the image-folder dataset and its validation."""

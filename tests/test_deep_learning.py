@@ -1,0 +1,106 @@
+"""The deep-learning project type: rendered, installed (torch first, as its Makefile does),
+linted, type-checked, its own test suite, its pipeline (data -> validate -> train -> evaluate
+-> batch predict), its API, and a short `make bench`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from conftest import DL_PACKAGE, free_port, project_env, run
+from demo import http
+
+pytestmark = pytest.mark.slow
+
+
+def test_dl_pipeline_publishes_model_and_reports(
+    dl_project: Path, dl_pipeline: dict[str, str]
+) -> None:
+    version = (dl_project / "models" / "LATEST").read_text().strip()
+    metadata = json.loads((dl_project / "models" / version / "metadata.json").read_text())
+    metrics = json.loads((dl_project / "reports" / "metrics.json").read_text())
+    assert metadata["classes"] == [str(digit) for digit in range(10)]
+    assert metadata["onnx_parity"]["passed"] is True
+    assert metrics["test"]["accuracy"] >= 0.9
+    assert (dl_project / "models" / version / "model.onnx").stat().st_size > 1000
+    predictions = (dl_project / "reports" / "predictions.csv").read_text().splitlines()
+    assert len(predictions) == 1797 + 1, "one row per sample image plus the header"
+
+
+def test_dl_generated_test_suite_passes(dl_project: Path, dl_python: Path) -> None:
+    start = time.perf_counter()
+    result = run(
+        [str(dl_python), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=dl_project,
+        env=project_env(dl_project, installed=True),
+    )
+    summary = result.stdout.splitlines()[-1]
+    print(f"\n[deep_learning] generated tests: {time.perf_counter() - start:.1f}s; {summary}")
+    assert " passed" in result.stdout
+    assert " failed" not in result.stdout
+
+
+def test_dl_generated_code_lints_and_type_checks(dl_project: Path, dl_python: Path) -> None:
+    env = project_env(dl_project, installed=True)
+    run([str(dl_python), "-m", "ruff", "check", "."], cwd=dl_project, env=env)
+    run([str(dl_python), "-m", "ruff", "format", "--check", "."], cwd=dl_project, env=env)
+    assert "Success" in run([str(dl_python), "-m", "mypy"], cwd=dl_project, env=env).stdout
+
+
+def test_dl_api_serves_trained_model(
+    dl_project: Path, dl_python: Path, dl_pipeline: dict[str, str]
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(dl_python), "-m", f"{DL_PACKAGE}.serving", "--port", str(port)],
+        cwd=dl_project,
+        env=project_env(dl_project, installed=True),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while status != 200:
+            assert time.monotonic() < deadline, "the DL service never became ready"
+            assert server.poll() is None, server.communicate()[0].decode()[-3000:]
+            try:
+                status, _ = http("GET", f"{base}/ready")
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        _, metadata = http("GET", f"{base}/metadata")
+        status, prediction = http("POST", f"{base}/predict", {"pixels": metadata["input_example"]})
+        assert status == 200
+        assert prediction["prediction"] in metadata["classes"]
+        assert prediction["model_version"] == metadata["model_version"]
+        status, error = http("POST", f"{base}/predict", {"pixels": [[0.5] * 3]})
+        assert status == 422
+        assert "pixels" in error["detail"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate()
+
+
+def test_dl_bench_runs_and_writes_report(
+    dl_project: Path, dl_python: Path, dl_pipeline: dict[str, str]
+) -> None:
+    """`make bench`, briefly: it runs end to end and writes its JSON (timings not asserted)."""
+    result = run(
+        ["make", "bench", f"PYTHON={dl_python}", "BENCH_ARGS=--seconds 2"],
+        cwd=dl_project,
+        env=project_env(dl_project, installed=True),
+    )
+    report = json.loads((dl_project / "reports" / "bench.json").read_text())
+    print(f"\n[deep_learning bench, 2 s runs]\n{result.stdout}")
+    assert report["cold_start_s"] > 0
