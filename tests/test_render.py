@@ -18,6 +18,7 @@ SHARED_PACKAGE_FILES = [
     "__main__.py",
     "artifacts.py",
     "bench.py",
+    "benchkit.py",
     "cli.py",
     "config.py",
     "data/__init__.py",

@@ -21,113 +21,27 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from . import artifacts
+from .benchkit import (
+    free_port,
+    image_size_mb,
+    pin,
+    run_wrk,
+    start_server,
+    status_kb,
+)
 from .config import Config, load_config
 from .serving.runtime import OnnxPredictor
+from .errors import ProjectError
 from .settings import PACKAGE
-
-WRK_POST_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open(os.getenv("BENCH_BODY_FILE"), "rb")
-wrk.body = f:read("*a")
-f:close()
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pin(cpu: int) -> list[str]:
-    """A taskset prefix pinning to ``cpu`` when possible (Linux, two or more CPUs)."""
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        return ["taskset", "-c", str(cpu)]
-    return []
-
-
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-
-
-def _status_kb(pid: int, field: str) -> int | None:
-    """A memory field (VmRSS, VmHWM) of a process from /proc, in kB; None where unavailable."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"{field}:\s+(\d+) kB", status)
-    return int(match.group(1)) if match else None
-
-
-def start_server(config: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
-    """Start the service; return it and the seconds from process start to /ready == 200."""
-    command = [*_pin(0), sys.executable, "-m", f"{PACKAGE}.serving", "--config", str(config)]
-    command += ["--port", str(port)]
-    env = {**os.environ, f"{PACKAGE.upper()}_SERVING__LOG_LEVEL": "warning"}
-    start = time.perf_counter()
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = start + 60
-    while time.perf_counter() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the service exited: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        try:
-            if _get(f"http://127.0.0.1:{port}/ready") == 200:
-                return server, time.perf_counter() - start
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.005)
-    server.terminate()
-    raise RuntimeError("the service did not become ready within 60 s")
-
-
-def run_wrk(
-    url: str, seconds: int, connections: int, body: bytes | None = None
-) -> dict[str, float]:
-    """Requests/s and latency percentiles (ms) from one wrk run on CPU 1."""
-    command = [*_pin(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    env = dict(os.environ)
-    with tempfile.TemporaryDirectory() as tmp:
-        if body is not None:
-            (Path(tmp) / "body.json").write_bytes(body)
-            (Path(tmp) / "post.lua").write_text(WRK_POST_SCRIPT)
-            env["BENCH_BODY_FILE"] = str(Path(tmp) / "body.json")
-            command[-1:-1] = ["-s", str(Path(tmp) / "post.lua")]
-        out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
-    return {
-        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _latency(out, "50%"),
-        "p99_ms": _latency(out, "99%"),
-        "non_2xx": float(m.group(1))
-        if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out))
-        else 0.0,
-    }
-
-
-def _latency(wrk_output: str, percentile: str) -> float:
-    match = re.search(rf"{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\b", wrk_output)
-    if match is None:
-        return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
 def in_process_rows_per_s(predictor: OnnxPredictor, rows: int) -> float:
@@ -170,7 +84,7 @@ def batch_peak_memory_mb(
         # count what this (bigger) process held when it forked the child.
         peak_kb = 0
         while process.poll() is None:
-            peak_kb = max(peak_kb, _status_kb(process.pid, "VmHWM") or 0)
+            peak_kb = max(peak_kb, status_kb(process.pid, "VmHWM") or 0)
             time.sleep(0.02)
     if process.returncode != 0:
         raise RuntimeError(f"batch predict failed: {errors.read_text()[-2000:]}")
@@ -182,21 +96,6 @@ def batch_peak_memory_mb(
         "peak_rss_mb": peak,
         "seconds": seconds,
     }
-
-
-def image_size_mb(image: str) -> float | None:
-    for engine in ("docker", "podman"):
-        if shutil.which(engine) is None:
-            continue
-        result = subprocess.run(
-            [engine, "image", "inspect", "--format", "{{.Size}}", image],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode == 0 and result.stdout.strip().isdigit():
-            return int(result.stdout.strip()) / 1e6
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "pinned": bool(_pin(0)),
+            "pinned": bool(pin(0)),
         },
         "model_version": predictor.metadata.version,
         "model_name": predictor.metadata.model_name,
@@ -257,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             results["batch_non_2xx"] = batch["non_2xx"]
         else:
             results["http"] = "skipped: wrk not installed (apt install wrk / brew install wrk)"
-        rss_kb = _status_kb(server.pid, "VmRSS")
+        rss_kb = status_kb(server.pid, "VmRSS")
         results["serving_rss_mb"] = rss_kb / 1024 if rss_kb is not None else None
     finally:
         server.terminate()
@@ -313,4 +212,8 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ProjectError as exc:  # no model yet, bad config: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
