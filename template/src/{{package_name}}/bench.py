@@ -39,8 +39,8 @@ from .benchkit import (
     status_kb,
 )
 from .config import Config, load_config
-from .serving.runtime import OnnxPredictor
 from .errors import ProjectError
+from .serving.runtime import OnnxPredictor
 from .settings import PACKAGE
 
 

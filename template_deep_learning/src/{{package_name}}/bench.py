@@ -45,9 +45,9 @@ from .benchkit import (
     status_kb,
 )
 from .config import load_config
+from .errors import ProjectError
 from .imaging import encode_png
 from .serving.runtime import OnnxPredictor, to_chw
-from .errors import ProjectError
 from .settings import PACKAGE
 
 MULTIPART_BOUNDARY = "bench-boundary-7d0c1e"
