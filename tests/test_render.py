@@ -40,6 +40,7 @@ SHARED_PACKAGE_FILES = [
     "settings.py",
     "tracking.py",
     "train.py",
+    "versioning.py",
 ]
 PACKAGE_FILES_BY_TYPE = {
     "classical": [

@@ -17,13 +17,7 @@ This module imports no scikit-learn at import time: the service reads metadata c
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +25,40 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .config import FeaturesConfig
 from .errors import ModelNotFoundError
-from .settings import PACKAGE
+from .versioning import (
+    LATEST_FILE,
+    METADATA_FILE,
+    new_version,
+    publish,
+    read_json,
+    resolve_model_dir,
+    sha256_file,
+    write_json,
+)
+
+__all__ = [
+    "HOLDOUT_FILE",
+    "LATEST_FILE",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "ONNX_FILE",
+    "TRUSTED_TYPE_PREFIXES",
+    "ModelMetadata",
+    "load_metadata",
+    "load_pipeline",
+    "new_version",
+    "publish",
+    "read_json",
+    "resolve_model_dir",
+    "save_pipeline",
+    "sha256_file",
+    "write_json",
+    "write_metadata",
+]
 
 MODEL_FILE = "model.skops"
 ONNX_FILE = "model.onnx"
-METADATA_FILE = "metadata.json"
 HOLDOUT_FILE = "holdout.json"
-LATEST_FILE = "LATEST"
 # The only types a model file may contain: checked before loading (see load_pipeline).
 TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.")
 
@@ -69,63 +90,6 @@ class ModelMetadata(BaseModel):
     artifact_sha256: str
     onnx_sha256: str
     onnx_parity: dict[str, float | int | bool]
-
-
-def new_version(data_fingerprint: str, now: datetime | None = None) -> str:
-    """A sortable, unique-enough version id: UTC timestamp + data fingerprint prefix."""
-    now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%S%fZ}-{data_fingerprint[:8]}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def publish(models_dir: Path, version: str, write: Callable[[Path], None]) -> Path:
-    """Let ``write`` fill a fresh directory, then move it to ``models_dir/version`` and point
-    ``LATEST`` at it. Nothing visible changes unless ``write`` succeeds."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=models_dir))
-    try:
-        # mkdtemp makes the directory private (0700); a published model must stay readable by
-        # the service's user (a mounted volume, a container running as another uid).
-        staging.chmod(0o755)
-        write(staging)
-        final = models_dir / version
-        staging.replace(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _atomic_write_text(models_dir / LATEST_FILE, version + "\n")
-    return final
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    Path(tmp).chmod(0o644)  # mkstemp files are private; the pointer must be readable too
-    Path(tmp).replace(path)
-
-
-def resolve_model_dir(models_dir: Path, version: str | None = None) -> Path:
-    """The directory of ``version``, or of the version ``LATEST`` points at."""
-    if version is None:
-        try:
-            version = (models_dir / LATEST_FILE).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise ModelNotFoundError(
-                f"no trained model in {models_dir}/ (no {LATEST_FILE} file): "
-                f"run `python -m {PACKAGE} train` first"
-            ) from None
-    model_dir = models_dir / version
-    if not (model_dir / METADATA_FILE).is_file():
-        raise ModelNotFoundError(f"model version '{version}' not found in {models_dir}/")
-    return model_dir
 
 
 def write_metadata(model_dir: Path, metadata: ModelMetadata) -> None:
@@ -174,11 +138,3 @@ def load_pipeline(model_dir: Path, metadata: ModelMetadata) -> Any:
             + ", ".join(unexpected)
         )
     return sio.load(path, trusted=untrusted)
-
-
-def write_json(path: Path, payload: object) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
