@@ -8,7 +8,6 @@ logged: it costs seconds to import and the service never needs it.
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,6 @@ from .config import TrackingConfig
 from .errors import TrackingError
 
 logger = logging.getLogger(__name__)
-
-
-def git_commit() -> str | None:
-    """The current commit, or None outside a git work tree (e.g. in a container)."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def log_training_run(

@@ -28,6 +28,7 @@ from .data.validate import validate_frame
 from .errors import ModelQualityError, TrackingError
 from .features import to_model_frame
 from .model import build_pipeline
+from .versioning import git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
         probability=probability,
         importance=importance,
     )
-    commit = tracking.git_commit()
+    commit = git_commit()
     input_example = _input_example(x_test, cfg)
 
     def write(model_dir: Path) -> None:

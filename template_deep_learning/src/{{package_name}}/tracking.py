@@ -10,7 +10,6 @@ is opened: it costs seconds to import and the service never needs it.
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,17 +21,6 @@ from .settings import TrackingConfig
 logger = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 500
-
-
-def git_commit() -> str | None:
-    """The current commit, or None outside a git work tree (e.g. in a container)."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -41,6 +41,7 @@ from .distributed import DistributedContext
 from .errors import ConfigError, ModelNotFoundError, ModelQualityError, TrackingError
 from .evaluate import HISTORY_FILE, write_reports
 from .model import ConvNet, build_model, cross_entropy, parameter_count
+from .versioning import git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -460,7 +461,7 @@ def _finish(
         "best_val_accuracy": best["val_accuracy"],
         "best_val_loss": best["val_loss"],
     }
-    commit = tracking.git_commit()
+    commit = git_commit()
 
     def write(model_dir: Path) -> None:
         (model_dir / artifacts.ONNX_FILE).write_bytes(onnx_model)
