@@ -60,8 +60,13 @@ def config_error(exc: ValidationError, source: object) -> ConfigError:
     return ConfigError(f"invalid config {source}:\n{_format_errors(exc)}")
 
 
-def apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """A copy of ``raw`` with the environment's overrides applied (see the module docstring)."""
+def apply_env_overrides(
+    raw: Mapping[str, Any],
+    environ: Mapping[str, str],
+    sections: tuple[str, ...] = OVERRIDABLE_SECTIONS,
+) -> dict[str, Any]:
+    """A copy of ``raw`` with the environment's overrides applied (see the module docstring);
+    ``sections`` are the ones a deployment may override."""
     raw = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
     if environ.get("MLFLOW_TRACKING_URI"):
         raw.setdefault("tracking", {})["uri"] = environ["MLFLOW_TRACKING_URI"]
@@ -69,11 +74,11 @@ def apply_env_overrides(raw: Mapping[str, Any], environ: Mapping[str, str]) -> d
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if section not in OVERRIDABLE_SECTIONS or not key or "__" in key:
+        if section not in sections or not key or "__" in key:
             raise ConfigError(
                 f"environment variable {name} does not name a setting: use "
                 f"{ENV_PREFIX}<SECTION>__<KEY> with SECTION one of "
-                f"{', '.join(s.upper() for s in OVERRIDABLE_SECTIONS)}"
+                f"{', '.join(s.upper() for s in sections)}"
             )
         # YAML parsing turns "9000" into an int and "false" into a bool, as in the file.
         raw.setdefault(section, {})[key] = yaml.safe_load(value) if value else value

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -64,11 +64,14 @@ def create_service(
     model_dir: Path | None,
     load: Callable[[Path], LoadedModel],
     problem: str = "model is loading",
+    lifespan_extra: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> tuple[FastAPI, ModelState, ServiceMetrics]:
     """The app with its plumbing routes; ``load(model_dir)`` runs in a worker thread at startup.
 
     Without ``model_dir`` the service still starts (liveness answers) and ``/ready`` returns
-    503 with ``problem``, so an orchestrator shows why it is not ready.
+    503 with ``problem``, so an orchestrator shows why it is not ready. ``lifespan_extra`` is
+    entered after startup begins and exited at shutdown (background workers of a project type,
+    which may also load the model themselves).
     """
     state = ModelState(problem)
     metrics = ServiceMetrics()
@@ -86,14 +89,16 @@ def create_service(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if model_dir is None:
+        loading = None
+        if model_dir is not None:
+            # Loading is CPU and disk work: keep it off the event loop so /health answers.
+            loading = asyncio.create_task(asyncio.to_thread(load_model, model_dir))
+        elif lifespan_extra is None:
             logger.warning("starting without a model: %s", state.problem)
+        async with lifespan_extra() if lifespan_extra is not None else nullcontext():
             yield
-            return
-        # Loading is CPU and disk work: keep it off the event loop so /health answers.
-        loading = asyncio.create_task(asyncio.to_thread(load_model, model_dir))
-        yield
-        loading.cancel()
+        if loading is not None:
+            loading.cancel()
 
     app = FastAPI(title=title, version=version, lifespan=lifespan)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, max_body_bytes=max_body_bytes)

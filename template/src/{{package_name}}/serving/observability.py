@@ -94,6 +94,8 @@ class ObservabilityMiddleware:
         start = time.perf_counter()
         headers = dict(scope.get("headers") or [])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        # Handlers read it as request.state.request_id (e.g. to log it with a prediction).
+        scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = False
 

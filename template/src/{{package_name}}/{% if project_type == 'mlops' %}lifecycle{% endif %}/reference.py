@@ -1,0 +1,176 @@
+"""The drift reference: what the training data and the model's outputs looked like.
+
+Built once per model version (at registration) and stored in the version's bundle as
+``reference.json``; ``monitor`` compares logged traffic with it (see ``drift.py``). Per feature:
+
+- numeric: inner bin edges at the training quantiles, the fraction of values per bin, the
+  fraction missing, and a seeded sample of up to ``SAMPLE_SIZE`` values for the KS test;
+- categorical: the fraction of rows per category, missing values under ``"missing"``.
+
+The prediction profile comes from the model's holdout rows, scored with the ONNX graph the
+service uses: on its own training rows a model is over-confident, so those probabilities would
+not look like the ones it gives to new customers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import artifacts
+from ..config import Config, FeaturesConfig
+from ..errors import DataError, ModelNotFoundError
+from ..features import MISSING_CATEGORY, to_model_frame
+from ..serving.runtime import load_predictor
+from ..settings import PACKAGE
+from .drift import (
+    CategoricalProfile,
+    NumericProfile,
+    PredictionProfile,
+    bin_fractions,
+    quantile_edges,
+)
+
+REFERENCE_FILE = "reference.json"
+SAMPLE_SIZE = 5000  # values kept per numeric column for the KS test
+
+
+def build_reference(cfg: Config, frame: pd.DataFrame, model_dir: Path) -> dict[str, Any]:
+    """Profile the validated training table ``frame`` and the model in ``model_dir``.
+
+    The features profiled are the model's own (from its metadata), so the reference matches
+    the inputs the service logs for this version even if the config has changed since.
+    """
+    predictor = load_predictor(model_dir)
+    metadata = predictor.metadata
+    columns = to_model_frame(frame, metadata.features)
+    rng = np.random.default_rng(cfg.training.seed)
+    features: dict[str, NumericProfile | CategoricalProfile] = {}
+    for numeric in metadata.features.numeric:
+        values = columns[numeric.name].to_numpy(dtype=np.float64)
+        features[numeric.name] = numeric_profile(values, cfg.monitoring.bins, rng)
+    for categorical in metadata.features.categorical:
+        features[categorical.name] = categorical_profile(
+            columns[categorical.name], categorical.categories
+        )
+    holdout = _holdout_rows(frame, model_dir, cfg.data.id_column)
+    probabilities = predictor.predict_columns(_model_columns(holdout, metadata.features))
+    return {
+        "model_version": metadata.version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": len(frame),
+        "bins": cfg.monitoring.bins,
+        "features": features,
+        "prediction": prediction_profile(
+            probabilities, metadata.threshold, cfg.monitoring.bins, rng
+        ),
+    }
+
+
+def numeric_profile(values: np.ndarray, bins: int, rng: np.random.Generator) -> NumericProfile:
+    """Quantile bins, fractions, missing fraction and a KS sample of one numeric column."""
+    present = values[~np.isnan(values)]
+    edges = quantile_edges(values, bins)
+    return {
+        "kind": "numeric",
+        "edges": edges,
+        "fractions": bin_fractions(values, edges).tolist(),
+        "missing_fraction": float(np.isnan(values).mean()) if values.size else 0.0,
+        "sample": _sample(present, rng),
+    }
+
+
+def categorical_profile(values: pd.Series, categories: list[str]) -> CategoricalProfile:
+    """Fraction of rows per category; every configured category and ``"missing"`` appear."""
+    shares = values.value_counts(normalize=True)
+    fractions = dict.fromkeys([*categories, MISSING_CATEGORY], 0.0)
+    fractions.update({str(name): float(share) for name, share in shares.items()})
+    return {"kind": "categorical", "fractions": fractions}
+
+
+def prediction_profile(
+    probabilities: np.ndarray, threshold: float, bins: int, rng: np.random.Generator
+) -> PredictionProfile:
+    """Binned probabilities, positive rate at ``threshold`` and mean probability."""
+    edges = quantile_edges(probabilities, bins)
+    return {
+        "edges": edges,
+        "fractions": bin_fractions(probabilities, edges).tolist(),
+        "sample": _sample(probabilities, rng),
+        "threshold": float(threshold),
+        "positive_rate": float((probabilities >= threshold).mean()),
+        "mean_probability": float(probabilities.mean()),
+        "rows": int(probabilities.size),
+    }
+
+
+def write_reference(reference: dict[str, Any], path: Path) -> Path:
+    """Write ``reference`` as JSON, atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(reference, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(partial).chmod(0o644)  # mkstemp files are private; the service must read it
+        Path(partial).replace(path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_reference(path: Path) -> dict[str, Any]:
+    """Read a reference written by ``write_reference``; a missing or damaged file is an error
+    that says how to get a new one."""
+    rebuild = f"it is written when a model version is registered (`python -m {PACKAGE} train`)"
+    try:
+        reference = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"drift reference {path} is missing: {rebuild}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelNotFoundError(
+            f"drift reference {path} cannot be read ({exc}): {rebuild}"
+        ) from None
+    missing = [
+        key
+        for key in ("model_version", "rows", "features", "prediction")
+        if not isinstance(reference, dict) or key not in reference
+    ]
+    if missing:
+        raise ModelNotFoundError(
+            f"drift reference {path} is not a reference (no {', '.join(missing)}): {rebuild}"
+        )
+    result: dict[str, Any] = reference
+    return result
+
+
+def _holdout_rows(frame: pd.DataFrame, model_dir: Path, id_column: str) -> pd.DataFrame:
+    holdout_ids = set(artifacts.read_json(model_dir / artifacts.HOLDOUT_FILE))
+    rows = frame[frame[id_column].isin(holdout_ids)]
+    if rows.empty:
+        raise DataError(
+            f"none of the holdout rows of {model_dir.name} are in the training table: build "
+            "the reference from the data the model was trained on"
+        )
+    return rows
+
+
+def _model_columns(frame: pd.DataFrame, features: FeaturesConfig) -> dict[str, Any]:
+    model_frame = to_model_frame(frame, features)
+    return {name: model_frame[name].to_numpy() for name in features.names}
+
+
+def _sample(values: np.ndarray, rng: np.random.Generator) -> list[float]:
+    if values.size > SAMPLE_SIZE:
+        values = rng.choice(values, size=SAMPLE_SIZE, replace=False)
+    # The shortest text that reads back as the same float32 (the model's precision): the file
+    # stays small, and the KS test compares at float32 precision (see drift.compare_numeric).
+    return [float(str(v)) for v in np.sort(values).astype(np.float32)]
