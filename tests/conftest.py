@@ -64,6 +64,16 @@ RENDER_ONLY_VARIANTS: dict[str, dict[str, Any]] = {
         "license": "Apache-2.0",
         "python_version": "3.12",
     },
+    # The default MLOps project is run end to end in test_mlops.py.
+    "mlops": {"project_type": "mlops"},
+    "mlops-hgb-gitlab-apache-py313": {
+        "project_type": "mlops",
+        "project_name": "Credit Risk Ops",
+        "model": "hist_gradient_boosting",
+        "ci": "gitlab",
+        "license": "Apache-2.0",
+        "python_version": "3.13",
+    },
 }
 ALL_VARIANTS = {**RUN_VARIANTS, **RENDER_ONLY_VARIANTS}
 
@@ -84,13 +94,18 @@ def render(dst: Path, answers: dict[str, Any], *, trust: bool = False) -> Path:
 
 
 def run(
-    args: list[str], cwd: Path, *, env: dict[str, str] | None = None, timeout: float = 600
+    args: list[str],
+    cwd: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command; on failure, fail the test with its output."""
+    """Run a command; on failure (unless ``check`` is false), fail the test with its output."""
     result = subprocess.run(
         args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         pytest.fail(
             f"`{' '.join(args)}` exited {result.returncode} in {cwd}\n"
             f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"

@@ -42,12 +42,28 @@ SHARED_PACKAGE_FILES = [
     "train.py",
     "versioning.py",
 ]
+CLASSICAL_PACKAGE_FILES = [
+    "data/extract.py",
+    "features.py",
+    "onnx_export.py",
+    "serving/sklearn_runtime.py",
+]
 PACKAGE_FILES_BY_TYPE = {
-    "classical": [
-        "data/extract.py",
-        "features.py",
-        "onnx_export.py",
-        "serving/sklearn_runtime.py",
+    "classical": CLASSICAL_PACKAGE_FILES,
+    "mlops": [
+        *CLASSICAL_PACKAGE_FILES,
+        "lifecycle/__init__.py",
+        "lifecycle/cli.py",
+        "lifecycle/drift.py",
+        "lifecycle/monitoring.py",
+        "lifecycle/promotion.py",
+        "lifecycle/reference.py",
+        "lifecycle/registry.py",
+        "lifecycle/retrain.py",
+        "lifecycle/simulate.py",
+        "serving/champion.py",
+        "serving/mlops.py",
+        "serving/prediction_log.py",
     ],
     "deep_learning": [
         "data/dataset.py",
@@ -68,11 +84,26 @@ COMMON_FILES = [
     "configs/config.yaml",
     "pyproject.toml",
 ]
+SQL_FILES = ["sql/scoring_set.sql", "sql/training_set.sql"]
 FILES_BY_TYPE = {
-    "classical": ["sql/scoring_set.sql", "sql/training_set.sql"],
+    "classical": SQL_FILES,
+    "mlops": [
+        *SQL_FILES,
+        "deploy/alerts.yml",
+        "deploy/postgres-init.sql",
+        "deploy/prometheus.yml",
+        "docker/jobs.Dockerfile",
+        "docker/mlflow.Dockerfile",
+    ],
     "deep_learning": [],
 }
-TREE_BY_TYPE = {"classical": "template", "deep_learning": "template_deep_learning"}
+TREE_BY_TYPE = {
+    "classical": "template",
+    "mlops": "template",
+    "deep_learning": "template_deep_learning",
+}
+# A file name rendered only for one project type: {% if project_type == 'mlops' %}x{% endif %}
+TYPE_CONDITION = re.compile(r"{% if project_type == '(\w+)' %}(.+){% endif %}")
 # Jinja expressions, statements and comments (not the "}}" that ends a nested dict).
 TEMPLATE_TREES = ["template", "template_deep_learning"]
 JINJA_MARKERS = re.compile(r"{{-?\s*[\w'\"(]|{%-?\s|{#")
@@ -85,12 +116,20 @@ def expected_files(answers: dict[str, Any]) -> set[str]:
     files = set(COMMON_FILES + FILES_BY_TYPE[project_type])
     files |= {f"src/{package}/{name}" for name in modules}
     tests = (TEMPLATE_ROOT / TREE_BY_TYPE[project_type] / "tests").glob("*.py*")
-    files |= {f"tests/{path.name.removesuffix('.jinja')}" for path in tests}
+    for path in tests:
+        name = path.name.removesuffix(".jinja")
+        condition = TYPE_CONDITION.fullmatch(name)
+        if condition is None:
+            files.add(f"tests/{name}")
+        elif condition.group(1) == project_type:
+            files.add(f"tests/{condition.group(2)}")
     if answers.get("license", "MIT") != "Proprietary":
         files.add("LICENSE")
     ci = answers.get("ci", "github")
     if ci == "github":
         files.add(".github/workflows/ci.yml")
+        if project_type == "mlops":
+            files.add(".github/workflows/monitor.yml")
     elif ci == "gitlab":
         files.add(".gitlab-ci.yml")
     if answers.get("gpu"):
@@ -99,7 +138,11 @@ def expected_files(answers: dict[str, Any]) -> set[str]:
 
 
 def _default_package(answers: dict[str, Any]) -> str:
-    default_name = {"classical": "Customer Churn", "deep_learning": "Digit Classifier"}
+    default_name = {
+        "classical": "Customer Churn",
+        "deep_learning": "Digit Classifier",
+        "mlops": "Churn Platform",
+    }
     name = answers.get("project_name", default_name[answers.get("project_type", "classical")])
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 

@@ -496,9 +496,10 @@ def _prediction_rows(prediction: Mapping[str, Any]) -> list[tuple[str, ...]]:
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    # Rows ending in a status are coloured by it (see the style in html_report).
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
     body = "".join(
-        f'<tr class="{html.escape(row[-1])}">'
+        (f'<tr class="{row[-1]}">' if row[-1] in STATUS_ORDER else "<tr>")
         + "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
         + "</tr>"
         for row in rows

@@ -1,0 +1,256 @@
+"""The MLOps project type end to end: lint and types, its own test suite (which includes the
+loop against a real MLflow tracking server), the lifecycle through its command line on the
+embedded store (train -> serve -> simulate -> monitor -> retrain -> registry), the team stack
+file, and its container serving the champion from a tracking server.
+
+The project runs with the default project's interpreter (the dependencies are the same) and
+its own ``src`` on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import free_port, project_env, render, run
+from demo import http
+
+pytestmark = pytest.mark.slow
+
+PACKAGE = "churn_platform"
+ENV_PREFIX = PACKAGE.upper()
+
+
+@pytest.fixture(scope="session")
+def mlops_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render(tmp_path_factory.mktemp("mlops") / "churn-platform", {"project_type": "mlops"})
+
+
+def wait_ready(url: str, process: subprocess.Popen[str] | None, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"process serving {url} exited with {process.returncode}")
+        try:
+            status, body = http("GET", url)
+            if status == 200:
+                return body if isinstance(body, dict) else {}
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{url} not ready within {timeout} s")
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()  # by PID: only what this module started
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass(frozen=True)
+class CliLoop:
+    project: Path
+    outputs: dict[str, subprocess.CompletedProcess[str]]
+    ready: dict
+
+
+@pytest.fixture(scope="module")
+def cli_loop(mlops_project: Path, project_python: Path) -> Iterator[CliLoop]:
+    """The README's one-machine demo, command by command, on the embedded stores."""
+    env = project_env(mlops_project)
+    python = str(project_python)
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run([python, "-m", PACKAGE, *args], cwd=mlops_project, env=env, check=check)
+
+    outputs = {"data": cli("data"), "train": cli("train")}
+    port = free_port()
+    server = subprocess.Popen(
+        [python, "-m", PACKAGE, "serve", "--port", str(port)],
+        cwd=mlops_project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = wait_ready(f"{url}/ready", server)
+        outputs["simulate"] = cli("simulate", "--url", url, "--rows", "1000")
+        time.sleep(2.5)  # the prediction log flushes every second
+        outputs["monitor"] = cli("monitor", check=False)
+        outputs["retrain"] = cli("retrain")
+        outputs["registry"] = cli("registry")
+        outputs["rollback"] = cli("rollback", check=False)
+    finally:
+        stop(server)
+    yield CliLoop(mlops_project, outputs, ready)
+
+
+def test_mlops_train_registers_first_champion(cli_loop: CliLoop) -> None:
+    assert "version 1: champion" in cli_loop.outputs["train"].stdout
+    assert cli_loop.ready["status"] == "ready"
+
+
+def test_mlops_simulated_drift_makes_monitor_alert(cli_loop: CliLoop) -> None:
+    monitor = cli_loop.outputs["monitor"]
+    simulate = cli_loop.outputs["simulate"].stdout
+
+    assert "1000" in simulate
+    assert monitor.returncode == 3, monitor.stdout + monitor.stderr
+    assert "drift alert" in monitor.stdout
+    reports = sorted((cli_loop.project / "reports" / "monitoring").glob("*/drift.json"))
+    assert reports, "monitor wrote no report"
+    report = json.loads(reports[-1].read_text())
+    assert report["status"] == "alert"
+    assert report["rows"] >= 1000
+    for name in ("drift.md", "drift.html"):
+        assert (reports[-1].parent / name).is_file()
+
+
+def test_mlops_retrain_goes_through_the_gate(cli_loop: CliLoop) -> None:
+    retrain = cli_loop.outputs["retrain"].stdout
+    decisions = sorted((cli_loop.project / "reports" / "promotions").glob("*.json"))
+
+    assert "registry version 2" in retrain
+    assert "promote: refused" in retrain  # same data: not better by the margin
+    assert "does not beat" in retrain
+    assert [json.loads(d.read_text())["outcome"] for d in decisions] == ["refused"]
+
+
+def test_mlops_registry_lists_versions_and_aliases(cli_loop: CliLoop) -> None:
+    lines = cli_loop.outputs["registry"].stdout.splitlines()
+
+    assert any(line.split()[0] == "2" and "challenger" in line for line in lines[1:])
+    assert any(line.split()[0] == "1" and "champion" in line for line in lines[1:])
+
+
+def test_mlops_rollback_without_history_is_a_clear_error(cli_loop: CliLoop) -> None:
+    rollback = cli_loop.outputs["rollback"]
+
+    assert rollback.returncode == 1
+    assert rollback.stderr.startswith("error: no previous champion")
+    assert "Traceback" not in rollback.stderr
+
+
+def test_mlops_lint_and_types_clean(mlops_project: Path, project_python: Path) -> None:
+    env = project_env(mlops_project)
+    for command in (
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy"],
+    ):
+        run([str(project_python), "-m", *command], cwd=mlops_project, env=env)
+
+
+def test_mlops_generated_suite_passes(mlops_project: Path, project_python: Path) -> None:
+    result = run(
+        [str(project_python), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=mlops_project,
+        env=project_env(mlops_project),
+        timeout=1500,
+    )
+    summary = result.stdout.strip().splitlines()[-1]
+    print(f"\n[mlops generated suite] {summary}")
+    assert " passed" in summary
+    assert "failed" not in summary
+
+
+def test_mlops_compose_stack_is_consistent(mlops_project: Path) -> None:
+    compose = yaml.safe_load((mlops_project / "compose.yaml").read_text())
+    services = compose["services"]
+
+    assert {"api", "mlflow", "postgres", "prometheus"} <= set(services)
+    for name, service in services.items():
+        build = service.get("build")
+        if isinstance(build, dict):
+            context = mlops_project / build.get("context", ".")
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), name
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./"):
+                assert (mlops_project / source).exists(), f"{name} mounts missing {source}"
+    api_env = json.dumps(services["api"].get("environment", {}))
+    assert "MLFLOW_TRACKING_URI" in api_env
+    assert f"{ENV_PREFIX}_PREDICTION_LOG__URL" in api_env
+    prometheus = yaml.safe_load((mlops_project / "deploy" / "prometheus.yml").read_text())
+    targets = json.dumps(prometheus["scrape_configs"])
+    assert "api:8000" in targets
+
+
+@pytest.mark.container
+def test_mlops_container_serves_champion_from_tracking_server(
+    mlops_project: Path, project_python: Path, tmp_path: Path
+) -> None:
+    from test_container import find_engine
+
+    engine = find_engine()
+    if isinstance(engine, str):
+        pytest.skip(engine)
+    cli, engine_env = engine
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(project_python), "-m", "mlflow", "server",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination", str(tmp_path / "artifacts"),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=project_env(mlops_project),
+    )
+    tag = f"localhost/copier-ml-test-mlops:{os.getpid()}"
+    name = f"copier-ml-test-mlops-{os.getpid()}"
+    tracking = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{tracking}/health", server)
+        env = {**project_env(mlops_project), "MLFLOW_TRACKING_URI": tracking}
+        env[f"{ENV_PREFIX}_PATHS__MODELS_DIR"] = str(tmp_path / "models")
+        env[f"{ENV_PREFIX}_PATHS__REPORTS_DIR"] = str(tmp_path / "reports")
+        train = run([str(project_python), "-m", PACKAGE, "train"], cwd=mlops_project, env=env)
+        assert "champion" in train.stdout
+        build = [cli, "build", "-t", tag, "."]
+        if cli == "podman":
+            build[2:2] = ["--pull=never", "--format", "docker"]
+        run(build, cwd=mlops_project, env=engine_env, timeout=900)
+        service_port = free_port()
+        run(
+            [
+                cli, "run", "-d", "--name", name, "--network", "host",
+                "-e", f"MLFLOW_TRACKING_URI={tracking}",
+                "-e", f"{ENV_PREFIX}_SERVING__HOST=127.0.0.1",
+                "-e", f"{ENV_PREFIX}_SERVING__PORT={service_port}",
+                "-e", f"{ENV_PREFIX}_PREDICTION_LOG__URL=sqlite:////tmp/predictions.db",
+                tag,
+            ],  # fmt: skip
+            cwd=mlops_project,
+            env=engine_env,
+        )
+        base = f"http://127.0.0.1:{service_port}"
+        ready = wait_ready(f"{base}/ready", None)
+        _, metadata = http("GET", f"{base}/metadata")
+        status, prediction = http("POST", f"{base}/predict", metadata["input_example"])
+        uid = run([cli, "exec", name, "id", "-u"], cwd=mlops_project, env=engine_env).stdout
+
+        assert ready["model_version"] == metadata["model_version"]
+        assert status == 200
+        assert prediction["model_version"] == metadata["model_version"]
+        assert uid.strip() != "0"
+    finally:
+        subprocess.run([cli, "rm", "-f", name], env=engine_env, capture_output=True, check=False)
+        subprocess.run([cli, "rmi", "-f", tag], env=engine_env, capture_output=True, check=False)
+        stop(server)
