@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -51,11 +52,15 @@ def wait_ready(url: str, process: subprocess.Popen[str] | None, timeout: float =
 
 
 def stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()  # by PID: only what this module started
+    """Stop a process started with ``start_new_session=True`` and everything it started (the
+    MLflow server runs worker processes of its own): its process group, found by its PID."""
     try:
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=15)
+    except ProcessLookupError:
+        return
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
@@ -84,6 +89,7 @@ def cli_loop(mlops_project: Path, project_python: Path) -> Iterator[CliLoop]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -212,6 +218,7 @@ def test_mlops_container_serves_champion_from_tracking_server(
         stderr=subprocess.DEVNULL,
         text=True,
         env=project_env(mlops_project),
+        start_new_session=True,
     )
     tag = f"localhost/copier-ml-test-mlops:{os.getpid()}"
     name = f"copier-ml-test-mlops-{os.getpid()}"

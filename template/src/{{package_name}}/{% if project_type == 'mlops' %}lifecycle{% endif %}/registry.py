@@ -90,7 +90,10 @@ def register_training(cfg: Config, result: TrainResult, frame: pd.DataFrame) -> 
     ``frame`` is the validated training table the model was trained on (drift reference).
     """
     if result.run_id is None:
-        raise TrackingError("the training run was not logged to MLflow: cannot register it")
+        raise TrackingError(
+            f"model {result.version} was published but not registered: its run was not logged "
+            "to MLflow (tracking.enabled is false); the registry needs tracking.enabled: true"
+        )
     metadata = artifacts.load_metadata(result.model_dir)
     name = cfg.registry.model_name
     with tempfile.TemporaryDirectory() as scratch:
