@@ -36,7 +36,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from ..config import Config
 from ..errors import DataError
 from ..features import MISSING_CATEGORY
-from ..serving.prediction_log import store_tables
+from ..serving.prediction_log import sqlite_file, store_tables
 from ..settings import PACKAGE
 from .drift import (
     OTHER,
@@ -84,8 +84,8 @@ def load_window(cfg: Config) -> pd.DataFrame:
         "start the service with prediction_log.enabled (or send it traffic with "
         f"`python -m {PACKAGE} simulate`), and check prediction_log.url"
     )
-    sqlite_file = _sqlite_file(url)
-    if sqlite_file is not None and not sqlite_file.is_file():
+    database = sqlite_file(url)
+    if database is not None and not database.is_file():
         raise DataError(f"no predictions logged yet at {where}: the file does not exist; {hint}")
     _, predictions, _ = store_tables(settings.table, settings.drift_table)
     engine = create_engine(url)
@@ -143,9 +143,9 @@ def store_result(cfg: Config, result: MonitoringResult) -> int:
     """Insert the report into the drift table (created if missing); return the row id."""
     settings = cfg.prediction_log
     url = _parse_url(settings.url)
-    sqlite_file = _sqlite_file(url)
-    if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_file(url)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     metadata, _, drift_table = store_tables(settings.table, settings.drift_table)
     report = result.report
     engine = create_engine(url)
@@ -685,12 +685,6 @@ def _parse_url(url: str) -> URL:
         raise DataError(
             f"prediction_log.url '{url}' is not a database URL (e.g. sqlite:///data/x.db)"
         ) from None
-
-
-def _sqlite_file(url: URL) -> Path | None:
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
 
 
 def _utc(moment: datetime) -> datetime:
