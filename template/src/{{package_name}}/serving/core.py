@@ -101,7 +101,12 @@ def create_service(
             loading.cancel()
 
     app = FastAPI(title=title, version=version, lifespan=lifespan)
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=metrics,
+        max_body_bytes=max_body_bytes,
+        model_version=lambda: None if state.model is None else state.model.metadata.version,
+    )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.model = state
 

@@ -1,5 +1,6 @@
-"""Request observability as one pure ASGI middleware: request ids, a body-size limit,
-Prometheus metrics and one structured (JSON) log line per request with its latency.
+"""Request observability as one pure ASGI middleware: request ids, the served model version
+(``X-Model-Version``), a body-size limit, Prometheus metrics and one structured (JSON) log line
+per request with its latency.
 
 A pure ASGI middleware (not ``BaseHTTPMiddleware``) adds microseconds, not a task per request.
 """
@@ -10,6 +11,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -82,10 +84,17 @@ class _BodyTooLargeError(Exception):
 class ObservabilityMiddleware:
     """Times every HTTP request, counts it, logs it, and refuses oversized bodies with 413."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        max_body_bytes: int,
+        model_version: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.model_version = model_version
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,7 +114,13 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 started = True
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                headers = [*message["headers"], (b"x-request-id", request_id.encode())]
+                # The model serving when the answer starts (a scoring response's body also
+                # names the exact version that scored it, even across a reload).
+                version = self.model_version()
+                if version is not None:
+                    headers.append((b"x-model-version", version.encode("latin-1", "replace")))
+                message["headers"] = headers
             await send(message)
 
         received = 0
