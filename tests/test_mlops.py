@@ -16,7 +16,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +76,7 @@ class CliLoop:
 
 
 @pytest.fixture(scope="module")
-def cli_loop(mlops_project: Path, project_python: Path) -> Iterator[CliLoop]:
+def cli_loop(mlops_project: Path, project_python: Path) -> CliLoop:
     """The README's one-machine demo, command by command, on the embedded stores."""
     env = project_env(mlops_project)
     python = str(project_python)
@@ -107,7 +106,7 @@ def cli_loop(mlops_project: Path, project_python: Path) -> Iterator[CliLoop]:
         outputs["rollback"] = cli("rollback", check=False)
     finally:
         stop(server)
-    yield CliLoop(mlops_project, outputs, ready)
+    return CliLoop(mlops_project, outputs, ready)
 
 
 def test_mlops_train_registers_first_champion(cli_loop: CliLoop) -> None:
@@ -214,11 +213,21 @@ def test_mlops_container_serves_champion_from_tracking_server(
     port = free_port()
     server = subprocess.Popen(
         [
-            str(project_python), "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination", str(tmp_path / "artifacts"),
-        ],  # fmt: skip
+            str(project_python),
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -233,22 +242,38 @@ def test_mlops_container_serves_champion_from_tracking_server(
         env = {**project_env(mlops_project), "MLFLOW_TRACKING_URI": tracking}
         env[f"{ENV_PREFIX}_PATHS__MODELS_DIR"] = str(tmp_path / "models")
         env[f"{ENV_PREFIX}_PATHS__REPORTS_DIR"] = str(tmp_path / "reports")
+        env[f"{ENV_PREFIX}_DATA__URL"] = f"sqlite:///{tmp_path / 'warehouse.db'}"
+        run([str(project_python), "-m", PACKAGE, "data"], cwd=mlops_project, env=env)
         train = run([str(project_python), "-m", PACKAGE, "train"], cwd=mlops_project, env=env)
         assert "champion" in train.stdout
         build = [cli, "build", "-t", tag, "."]
         if cli == "podman":
             build[2:2] = ["--pull=never", "--format", "docker"]
+        start = time.perf_counter()
         run(build, cwd=mlops_project, env=engine_env, timeout=900)
+        inspect = [cli, "image", "inspect", "--format", "{{.Size}}", tag]
+        size = int(run(inspect, cwd=mlops_project, env=engine_env).stdout)
+        print(f"\n[container mlops] build {time.perf_counter() - start:.0f}s, {size / 1e6:.0f} MB")
         service_port = free_port()
         run(
             [
-                cli, "run", "-d", "--name", name, "--network", "host",
-                "-e", f"MLFLOW_TRACKING_URI={tracking}",
-                "-e", f"{ENV_PREFIX}_SERVING__HOST=127.0.0.1",
-                "-e", f"{ENV_PREFIX}_SERVING__PORT={service_port}",
-                "-e", f"{ENV_PREFIX}_PREDICTION_LOG__URL=sqlite:////tmp/predictions.db",
+                cli,
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "host",
+                "-e",
+                f"MLFLOW_TRACKING_URI={tracking}",
+                "-e",
+                f"{ENV_PREFIX}_SERVING__HOST=127.0.0.1",
+                "-e",
+                f"{ENV_PREFIX}_SERVING__PORT={service_port}",
+                "-e",
+                f"{ENV_PREFIX}_PREDICTION_LOG__URL=sqlite:////tmp/predictions.db",
                 tag,
-            ],  # fmt: skip
+            ],
             cwd=mlops_project,
             env=engine_env,
         )
