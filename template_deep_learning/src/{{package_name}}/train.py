@@ -104,7 +104,11 @@ def train(
     device = select_device(cfg.training.device, int(os.environ.get("LOCAL_RANK", "0")))
     ctx = distributed.setup(device.type)
     try:
-        return _train(cfg, ctx, device, resume, on_epoch_end)
+        result = _train(cfg, ctx, device, resume, on_epoch_end)
+        # Every rank completes its last collective before any rank tears the group down: a
+        # rank destroying its gloo connections while a peer still sends can abort at exit.
+        distributed.barrier(ctx)
+        return result
     finally:
         distributed.cleanup(ctx)
 
