@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config)
     predictor = OnnxPredictor(
-        artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.model_version)
+        artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.pinned_version)
     )
     example = predictor.metadata.input_example
     results: dict[str, Any] = {

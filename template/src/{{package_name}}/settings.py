@@ -24,6 +24,10 @@ from .errors import ConfigError
 PACKAGE = (__package__ or "app").split(".")[0]
 ENV_PREFIX = f"{PACKAGE.upper()}_"
 OVERRIDABLE_SECTIONS = ("data", "tracking", "serving", "paths")
+# Keys renamed by a template release: (section, old key) -> (new key, template version). The
+# release's migration renames them in configs/*.yaml on `copier update`; anything it cannot
+# reach (another config file, an environment variable) gets an error naming the new key.
+RENAMED_KEYS = {("serving", "model_version"): ("pinned_version", "0.2.0")}
 
 
 class Frozen(BaseModel):
@@ -82,7 +86,20 @@ def apply_env_overrides(
             )
         # YAML parsing turns "9000" into an int and "false" into a bool, as in the file.
         raw.setdefault(section, {})[key] = yaml.safe_load(value) if value else value
+    _refuse_renamed_keys(raw)
     return raw
+
+
+def _refuse_renamed_keys(raw: Mapping[str, Any]) -> None:
+    for (section, old), (new, version) in RENAMED_KEYS.items():
+        values = raw.get(section)
+        if isinstance(values, Mapping) and old in values:
+            raise ConfigError(
+                f"{section}.{old} was renamed to {section}.{new} in template {version}: rename "
+                f"it in your config (`copier update` does it in configs/*.yaml), or set "
+                f"{ENV_PREFIX}{section.upper()}__{new.upper()} instead of "
+                f"{ENV_PREFIX}{section.upper()}__{old.upper()}"
+            )
 
 
 def _format_errors(exc: ValidationError) -> str:

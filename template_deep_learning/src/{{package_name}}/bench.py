@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config)
     predictor = OnnxPredictor(
-        artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.model_version)
+        artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.pinned_version)
     )
     meta = predictor.metadata
     example = to_chw(meta.input_example, meta.channels)

@@ -88,7 +88,7 @@ class ServingConfig(Frozen):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4_194_304
     max_upload_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     top_k: Annotated[int, Field(ge=1)] = 3
-    model_version: str | None = None
+    pinned_version: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -46,7 +46,7 @@ SHAPE_ERRORS = {"too_short", "too_long", "list_type", "float_type"}
 
 
 def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -> FastAPI:
-    """Build the service for the model version ``cfg.serving.model_version`` (default: LATEST).
+    """Build the service for the model version ``cfg.serving.pinned_version`` (default: LATEST).
 
     The request schema comes from the model's metadata (image size and channels) when a model
     exists, so the API always matches the model it serves; without a model it falls back to
@@ -57,7 +57,7 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
     channels: int = cfg.data.channels
     problem = "model is loading"
     try:
-        model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.model_version)
+        model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.pinned_version)
         model_metadata = artifacts.load_metadata(model_dir)
         image_size, channels = model_metadata.image_size, model_metadata.channels
     except ProjectError as exc:
