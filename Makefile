@@ -9,12 +9,13 @@ DEMO := build/demo
 DEMO_PORT ?= 8765
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint clean
+.PHONY: help venv demo test lint docs docs-serve clean
 
 help:
 	@echo "make demo   render + run a classical project (build/demo)"
 	@echo "make test   run the template test suite"
 	@echo "make lint   ruff on the template's own code"
+	@echo "make docs   build the documentation site into site/ (docs-serve: live preview)"
 
 $(PY): pyproject.toml
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -33,8 +34,15 @@ test: $(PY)
 	$(PY) -m pytest
 
 lint: $(PY)
-	$(PY) -m ruff check hooks tests
-	$(PY) -m ruff format --check hooks tests
+	$(PY) -m ruff check hooks tests docs
+	$(PY) -m ruff format --check hooks tests docs
+
+# The documentation site (mkdocs.yml); the question reference is generated from copier.yml.
+docs: $(PY)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: $(PY)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
 
 clean:
 	rm -rf build $(VENV)

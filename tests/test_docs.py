@@ -30,16 +30,14 @@ _CopierLoader.add_constructor("!include", lambda loader, node: None)
 def copier_config() -> dict[str, Any]:
     merged: dict[str, Any] = {}
     text = (TEMPLATE_ROOT / "copier.yml").read_text(encoding="utf-8")
-    for document in yaml.load_all(text, Loader=_CopierLoader):  # noqa: S506 - a SafeLoader
+    for document in yaml.load_all(text, Loader=_CopierLoader):
         if isinstance(document, dict):
             merged.update(document)
     return merged
 
 
 def copier_questions() -> dict[str, dict[str, Any]]:
-    return {
-        name: spec for name, spec in copier_config().items() if not name.startswith("_")
-    }
+    return {name: spec for name, spec in copier_config().items() if not name.startswith("_")}
 
 
 def page_text(path: Path) -> str:

@@ -33,7 +33,7 @@ SETTING_NOTES = {
     "_answers_file": (
         "Where the answers are recorded in the generated project; `copier update` reads it."
     ),
-    "_templates_suffix": "Only files with this suffix are rendered with Jinja; the rest are copied.",
+    "_templates_suffix": "Files with this suffix are rendered with Jinja; the rest are copied.",
     "_exclude": "Never copied into a generated project.",
     "_skip_if_exists": "Copied once; later updates leave the project's own version alone.",
     "_tasks": (
@@ -73,7 +73,7 @@ def load_copier_yml(path: Path) -> tuple[dict[str, Any], list[Include]]:
     merged: dict[str, Any] = {}
     includes: list[Include] = []
     with path.open(encoding="utf-8") as stream:
-        for document in yaml.load_all(stream, Loader=CopierLoader):  # noqa: S506 - SafeLoader
+        for document in yaml.load_all(stream, Loader=CopierLoader):
             if isinstance(document, Include):
                 includes.append(document)
             elif isinstance(document, dict):
@@ -174,10 +174,11 @@ def render_reference(config: dict[str, Any], includes: list[Include], root: Path
     lines = [
         "# Question reference",
         "",
-        "Every question `copier copy` asks, in the order it asks them. This page is generated "
-        "from [`copier.yml`](#settings) each time the site is built, so it always matches the "
-        "template. Answer non-interactively with `--data name=value` (repeatable) or "
-        "`--data-file answers.yml`; `--defaults` takes every default. Jinja defaults are "
+        "Every question `copier copy` asks, in the order it asks them, then Copier's "
+        "[settings](#settings). This page is generated from `copier.yml` each time the site is "
+        "built, so it always matches the template. Answer non-interactively with "
+        "`--data name=value` (repeatable) or `--data-file answers.yml`; `--defaults` takes "
+        "every default. Jinja defaults are "
         "derived from earlier answers and shown as written in `copier.yml`.",
         "",
         "| question | type | default | asked |",
@@ -212,10 +213,8 @@ def render_reference(config: dict[str, Any], includes: list[Include], root: Path
         else:
             lines.append("- **Default:** none (an answer is required)")
         lines.append(f"- **Asked:** {_asked(spec)}")
-        lines.append(
-            "- **Validator:** " + ("yes: an invalid answer is refused with its message"
-            if spec.get("validator") else "none")
-        )
+        validated = "yes: an invalid answer is refused with its message"
+        lines.append(f"- **Validator:** {validated if spec.get('validator') else 'none'}")
         lines += after
         pairs = _choices(spec.get("choices"))
         if pairs:

@@ -13,7 +13,8 @@ RUN pip install "mlflow==3.17.*" "psycopg2-binary>=2.9,<3"
 RUN groupadd --system --gid 10001 mlflow \
     && useradd --system --uid 10001 --gid mlflow --create-home --home-dir /home/mlflow mlflow \
     && install -d -o mlflow -g mlflow /mlartifacts
-USER mlflow
+# Numeric: see ../Dockerfile.
+USER 10001:10001
 WORKDIR /home/mlflow
 EXPOSE 5000
 CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000", \
