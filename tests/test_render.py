@@ -128,6 +128,7 @@ def expected_files(answers: dict[str, Any]) -> set[str]:
     ci = answers.get("ci", "github")
     if ci == "github":
         files.add(".github/workflows/ci.yml")
+        files.add(".github/workflows/template-drift.yml")
         if project_type == "mlops":
             files.add(".github/workflows/monitor.yml")
     elif ci == "gitlab":
