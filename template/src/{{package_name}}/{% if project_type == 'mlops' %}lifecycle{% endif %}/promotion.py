@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,7 +238,7 @@ def _record(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     subject = tag_version or decision.challenger or "none"
     path = directory / f"{stamp}-{decision.action}-v{subject}.json"
-    decision = Decision(**{**asdict(decision), "checks": decision.checks, "record": path})
+    decision = replace(decision, record=path)
     artifacts.write_json(path, decision.as_dict())
     if subject != "none":
         name = cfg.registry.model_name
