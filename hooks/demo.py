@@ -5,7 +5,7 @@ Usage: python hooks/demo.py PROJECT_DIR [--port PORT] [--python PYTHON]
 --python uses an existing interpreter that already has the project's dependencies (the
 template tests do this) instead of `make install`.
 
-Every step is what a user would type in the project (`make install`, `make train`,
+Every step is what a user would type in the project (`make install`, `make data`, `make train`,
 `make serve`), so the demo fails where a user would.
 """
 
@@ -67,6 +67,7 @@ def main() -> int:
 
     if not args.python:
         make("install")
+    make("data")
     make("train")
     base = f"http://127.0.0.1:{args.port}"
     print(f"demo: make serve PORT={args.port}", flush=True)

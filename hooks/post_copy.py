@@ -60,7 +60,8 @@ def main() -> int:
     print(
         "copier-ml: next steps:\n"
         "  make install   # .venv with the pipeline and dev extras\n"
-        "  make train     # sample warehouse -> validate -> train -> evaluate -> MLflow\n"
+        "  make data      # the sample data (only when asked, only in data/sample/)\n"
+        "  make train     # validate -> train -> evaluate -> MLflow\n"
         "  make serve     # API on http://127.0.0.1:8000\n"
         "  make test"
     )

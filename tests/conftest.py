@@ -16,9 +16,13 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+import urllib.error
+import urllib.request
 import venv
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,7 +257,7 @@ def dl_pipeline(dl_project: Path, dl_python: Path) -> dict[str, str]:
         "validate": ["validate"],
         "train": ["train"],
         "evaluate": ["evaluate"],
-        "predict": ["predict", "--input", "data/digits", "--output", "reports/predictions.csv"],
+        "predict": ["predict", "--output", "reports/predictions.csv"],
     }
     seconds = {}
     for step, args in steps.items():
@@ -267,3 +271,65 @@ def dl_pipeline(dl_project: Path, dl_python: Path) -> dict[str, str]:
         outputs[step] = result.stdout
     print(f"\n[deep_learning] pipeline seconds: {json.dumps(seconds)}")
     return outputs
+
+
+# Per project type: long enough for every route to get hundreds of cases (the generated
+# projects' own schemathesis test runs a shorter budget).
+FUZZ_SECONDS = 40
+
+
+@contextmanager
+def live_service(
+    python: Path, project: Path, package: str, env: dict[str, str], timeout: float = 90
+) -> Iterator[str]:
+    """``python -m <package>.serving`` on a free port of 127.0.0.1 until ``/ready`` is 200;
+    stopped by its PID afterwards. Yields the base URL. The log goes to a file (an unread pipe
+    would fill up and stall the server)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="copier-ml-service-") as folder:
+        log = Path(folder) / "service.log"
+        with log.open("wb") as sink:
+            server = subprocess.Popen(
+                [str(python), "-m", f"{package}.serving", "--port", str(port)],
+                cwd=project,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + timeout
+            while not _ready(base):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"{base} never became ready:\n{log.read_text()[-3000:]}")
+                time.sleep(0.2)
+            yield base
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/ready", timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
+def fuzz(python: Path, base: str, cwd: Path, settings: Path | None = None) -> str:
+    """Schemathesis against ``base``: every check, the examples, coverage and fuzzing phases,
+    ``FUZZ_SECONDS`` at most, with the project's ``settings`` file if it has one. Fails the
+    test on any failed check; returns the count of cases."""
+    command = [str(python), "-m", "schemathesis.cli"]
+    command += ["--config-file", str(settings)] if settings else []
+    command += ["run", "--no-color", "--seed", "1"]
+    command += ["--checks", "all", "--phases", "examples,coverage,fuzzing", "--max-examples", "500"]
+    command += ["--max-time", str(FUZZ_SECONDS), "--request-timeout", "10"]
+    result = run([*command, f"{base}/openapi.json"], cwd=cwd, check=False, timeout=FUZZ_SECONDS * 6)
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    return next(line.strip() for line in result.stdout.splitlines() if " generated" in line)

@@ -96,8 +96,7 @@ def test_container_builds_and_serves(request: pytest.FixtureRequest, project_typ
         assert status == 200, "the container never became ready"
         _, metadata = http("GET", f"{base}/metadata")
         example = metadata["input_example"]
-        body = {"pixels": example} if project_type == "deep_learning" else example
-        status, prediction = http("POST", f"{base}/predict", body)
+        status, prediction = http("POST", f"{base}/predict", example)
         assert status == 200
         assert prediction["model_version"] == metadata["model_version"]
         uid = run([cli, "exec", name, "id", "-u"], cwd=project, env=env).stdout.strip()

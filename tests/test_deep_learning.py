@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DL_PACKAGE, free_port, project_env, run
+from conftest import DL_PACKAGE, free_port, fuzz, live_service, project_env, run
 from demo import http
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def test_dl_api_serves_trained_model(
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.2)
         _, metadata = http("GET", f"{base}/metadata")
-        status, prediction = http("POST", f"{base}/predict", {"pixels": metadata["input_example"]})
+        status, prediction = http("POST", f"{base}/predict", metadata["input_example"])
         assert status == 200
         assert prediction["prediction"] in metadata["classes"]
         assert prediction["model_version"] == metadata["model_version"]
@@ -104,3 +104,15 @@ def test_dl_bench_runs_and_writes_report(
     report = json.loads((dl_project / "reports" / "bench.json").read_text())
     print(f"\n[deep_learning bench, 2 s runs]\n{result.stdout}")
     assert report["cold_start_s"] > 0
+
+
+def test_dl_fuzz_service_finds_no_issue(
+    dl_project: Path, dl_python: Path, dl_pipeline: dict[str, str], tmp_path: Path
+) -> None:
+    env = project_env(dl_project, installed=True)
+    settings = dl_project / "tests" / "schemathesis.toml"
+
+    with live_service(dl_python, dl_project, DL_PACKAGE, env) as base:
+        cases = fuzz(dl_python, base, tmp_path, settings)
+
+    print(f"\n[deep_learning] schemathesis: {cases}")

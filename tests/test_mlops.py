@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import free_port, project_env, render, run
+from conftest import free_port, fuzz, live_service, project_env, render, run
 from demo import http
 
 pytestmark = pytest.mark.slow
@@ -112,6 +112,17 @@ def cli_loop(mlops_project: Path, project_python: Path) -> CliLoop:
 def test_mlops_train_registers_first_champion(cli_loop: CliLoop) -> None:
     assert "version 1: champion" in cli_loop.outputs["train"].stdout
     assert cli_loop.ready["status"] == "ready"
+
+
+def test_mlops_fuzz_service_finds_no_issue(
+    cli_loop: CliLoop, project_python: Path, tmp_path: Path
+) -> None:
+    env = project_env(cli_loop.project)
+
+    with live_service(project_python, cli_loop.project, PACKAGE, env) as base:
+        cases = fuzz(project_python, base, tmp_path)
+
+    print(f"\n[mlops] schemathesis: {cases}")
 
 
 def test_mlops_simulated_drift_makes_monitor_alert(cli_loop: CliLoop) -> None:
@@ -242,7 +253,8 @@ def test_mlops_container_serves_champion_from_tracking_server(
         env = {**project_env(mlops_project), "MLFLOW_TRACKING_URI": tracking}
         env[f"{ENV_PREFIX}_PATHS__MODELS_DIR"] = str(tmp_path / "models")
         env[f"{ENV_PREFIX}_PATHS__REPORTS_DIR"] = str(tmp_path / "reports")
-        env[f"{ENV_PREFIX}_DATA__URL"] = f"sqlite:///{tmp_path / 'warehouse.db'}"
+        warehouse = f"sqlite:///{tmp_path / 'warehouse.db'}"
+        env[f"{ENV_PREFIX}_DATA__URL"] = env[f"{ENV_PREFIX}_DATA__SAMPLE__URL"] = warehouse
         run([str(project_python), "-m", PACKAGE, "data"], cwd=mlops_project, env=env)
         train = run([str(project_python), "-m", PACKAGE, "train"], cwd=mlops_project, env=env)
         assert "champion" in train.stdout

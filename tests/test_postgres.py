@@ -87,6 +87,7 @@ def test_pipeline_runs_on_postgres_unchanged(
     env.update(
         {
             f"{prefix}_DATA__URL": postgres_url,
+            f"{prefix}_DATA__SAMPLE__URL": postgres_url,  # the sample goes to its own server
             f"{prefix}_TRACKING__ENABLED": "false",
             f"{prefix}_PATHS__MODELS_DIR": str(tmp_path / "models"),
             f"{prefix}_PATHS__REPORTS_DIR": str(tmp_path / "reports"),
@@ -102,3 +103,39 @@ def test_pipeline_runs_on_postgres_unchanged(
     assert "published" in cli("train")
     cli("predict", "--input", "sql", "--output", str(tmp_path / "scores.csv"))
     assert len((tmp_path / "scores.csv").read_text().splitlines()) == 5000 + 1
+
+
+def test_sample_refuses_postgres_database_with_user_table(
+    pipelines: dict[str, PipelineRun], project_python: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    project, package = pipelines["defaults"].project, pipelines["defaults"].package
+    users_url = postgres_url.rsplit("/", 1)[0] + "/users_own"
+    sql = (
+        "from sqlalchemy import create_engine, text\n"
+        "import sys\n"
+        "admin = create_engine(sys.argv[1], isolation_level='AUTOCOMMIT')\n"
+        "with admin.connect() as c:\n"
+        "    c.execute(text('DROP DATABASE IF EXISTS users_own'))\n"
+        "    c.execute(text('CREATE DATABASE users_own'))\n"
+        "with create_engine(sys.argv[2]).begin() as c:\n"
+        "    c.execute(text('CREATE TABLE customers (customer_id int, name text)'))\n"
+        "    c.execute(text(\"INSERT INTO customers VALUES (1, 'Ada'), (2, 'Grace')\"))\n"
+    )
+    count = (
+        "from sqlalchemy import create_engine, text\nimport sys\n"
+        "with create_engine(sys.argv[1]).connect() as c:\n"
+        "    print(c.execute(text('SELECT string_agg(name, \\',\\' ORDER BY customer_id) "
+        "FROM customers')).scalar_one())\n"
+    )
+    env = project_env(project, installed=True)
+    run([str(project_python), "-c", sql, postgres_url, users_url], cwd=tmp_path, env=env)
+    env[f"{package.upper()}_DATA__SAMPLE__URL"] = users_url
+
+    result = run([str(project_python), "-m", package, "data"], cwd=project, env=env, check=False)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "'customers'" in result.stderr, result.stderr
+    assert "users_own" in result.stderr, "names the database"
+    after = run([str(project_python), "-c", count, users_url], cwd=tmp_path, env=env).stdout
+    assert after.strip() == "Ada,Grace", "the user's table is untouched"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUN_VARIANTS, PipelineRun, free_port, project_env, run
+from conftest import RUN_VARIANTS, PipelineRun, free_port, fuzz, live_service, project_env, run
 from demo import http
 
 pytestmark = pytest.mark.slow
@@ -112,6 +112,18 @@ def test_api_serves_trained_model(
             output = server.communicate()[0].decode()
     assert '"path": "/predict"' in output, "requests are logged as JSON lines"
     assert "Traceback" not in output
+
+
+def test_fuzz_classical_service_finds_no_issue(
+    pipelines: dict[str, PipelineRun], project_python: Path, tmp_path: Path
+) -> None:
+    result = pipelines["defaults"]
+    env = project_env(result.project, installed=True)
+
+    with live_service(project_python, result.project, result.package, env) as base:
+        cases = fuzz(project_python, base, tmp_path)
+
+    print(f"\n[classical] schemathesis: {cases}")
 
 
 def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 60) -> int:

@@ -28,6 +28,7 @@ SHARED_PACKAGE_FILES = [
     "evaluate.py",
     "logging_config.py",
     "model.py",
+    "ortsession.py",
     "predict.py",
     "serving/__init__.py",
     "serving/__main__.py",
@@ -95,7 +96,7 @@ FILES_BY_TYPE = {
         "docker/jobs.Dockerfile",
         "docker/mlflow.Dockerfile",
     ],
-    "deep_learning": [],
+    "deep_learning": ["tests/schemathesis.toml"],
 }
 TREE_BY_TYPE = {
     "classical": "template",

@@ -106,7 +106,12 @@ def load_metadata(model_dir: Path) -> ModelMetadata:
     except FileNotFoundError:
         raise ModelNotFoundError(f"{path} is missing") from None
     except ValidationError as exc:
-        raise ModelNotFoundError(f"{path} is not valid model metadata: {exc}") from None
+        # Locations and messages only: the error's input (the file's bytes) stays out of it.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'file'}: {error['msg']}"
+            for error in exc.errors(include_input=False)[:3]
+        )
+        raise ModelNotFoundError(f"{path} is not valid model metadata ({problems})") from None
 
 
 def save_pipeline(pipeline: object, model_dir: Path) -> str:

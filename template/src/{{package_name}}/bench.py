@@ -63,9 +63,9 @@ def batch_peak_memory_mb(
     """Peak RSS of ``python -m <package> predict`` over a CSV of ``rows`` rows."""
     import pandas as pd
 
-    from .data.extract import iter_query, make_engine, read_query
+    from .data.extract import iter_query, read_query, source_engine
 
-    engine = make_engine(cfg.data.url)
+    engine = source_engine(cfg.data)
     try:
         base = pd.concat(list(iter_query(engine, read_query(cfg.data.scoring_query), 50_000)))
     finally:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from . import artifacts
 from .config import Config
-from .data.extract import iter_query, make_engine, read_query
+from .data.extract import iter_query, read_query, source_engine
 from .data.validate import validate_frame
 from .errors import DataError
 from .features import to_model_frame
@@ -40,7 +40,7 @@ class PredictSummary:
 def iter_input(source: str, cfg: Config, chunk_size: int) -> Iterator[pd.DataFrame]:
     """Chunks of ``source``: a .csv or .parquet path, or ``sql`` for ``data.scoring_query``."""
     if source == SQL_SOURCE:
-        engine = make_engine(cfg.data.url)
+        engine = source_engine(cfg.data)
         try:
             yield from iter_query(engine, read_query(cfg.data.scoring_query), chunk_size)
         finally:
@@ -70,6 +70,8 @@ def predict_batch(
     """Score ``source`` with the model (default: LATEST) and write ``output`` (.csv/.parquet)."""
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise DataError(f"unsupported output {output}: use a .csv or .parquet file name")
+    if source != SQL_SOURCE and Path(source).resolve() == output.resolve():
+        raise DataError(f"--output {output} is the input file: choose another output path")
     model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, version)
     predictor = load_predictor(model_dir, cfg.serving.runtime)
     features = predictor.metadata.features

@@ -6,18 +6,19 @@ Each project type's ``config.py`` defines its models (on ``Frozen``), validates 
 runs at import time beyond computing the package name.
 
 Environment overrides use the package name as prefix and ``__`` between section and key, e.g.
-``<PACKAGE>_SERVING__PORT=9000``. Only the sections that change between deployments can be
-overridden: data, tracking, serving, paths. ``MLFLOW_TRACKING_URI`` is honoured as well.
+``<PACKAGE>_SERVING__PORT=9000``, and between nested keys (``<PACKAGE>_DATA__SAMPLE__URL``).
+Only the sections that change between deployments can be overridden: data, tracking, serving,
+paths. ``MLFLOW_TRACKING_URI`` is honoured as well.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
@@ -34,6 +35,25 @@ class Frozen(BaseModel):
     """Base of every config model: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Frozen):
+    """How the HTTP server treats connections (serving/server.py), the same for every project
+    type: each project type's ``ServingConfig`` adds its own settings to these.
+
+    Slow or stuck clients: headers within ``header_timeout_s`` (of the first byte; of
+    connecting, for a connection's first request) and at most ``max_header_bytes``, the body
+    within ``body_timeout_s`` of the headers, else 408 (431) and the connection closes. Beyond
+    ``max_connections``, 503 at once. On SIGTERM, requests in progress get
+    ``shutdown_timeout_s`` to finish (keep the orchestrator's grace period longer).
+    """
+
+    header_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    body_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 16_384
+    keep_alive_timeout_s: Annotated[int, Field(ge=1)] = 5
+    max_connections: Annotated[int, Field(ge=1)] = 512
+    shutdown_timeout_s: Annotated[int, Field(ge=1)] = 20
 
 
 class TrackingConfig(Frozen):
@@ -77,15 +97,24 @@ def apply_env_overrides(
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if section not in sections or not key or "__" in key:
+        section, *keys = name[len(ENV_PREFIX) :].lower().split("__")
+        if section not in sections or not all(keys):
             raise ConfigError(
                 f"environment variable {name} does not name a setting: use "
-                f"{ENV_PREFIX}<SECTION>__<KEY> with SECTION one of "
+                f"{ENV_PREFIX}<SECTION>__<KEY> (or __<KEY>__<SUBKEY>) with SECTION one of "
                 f"{', '.join(s.upper() for s in sections)}"
             )
+        # Nested keys reach into sub-sections, e.g. <PACKAGE>_DATA__SAMPLE__URL.
+        target = raw.setdefault(section, {})
+        for key in keys[:-1]:
+            nested = target.get(key)
+            if nested is not None and not isinstance(nested, Mapping):
+                raise ConfigError(f"environment variable {name}: {key} is not a section")
+            child = dict(nested or {})
+            target[key] = child
+            target = child
         # YAML parsing turns "9000" into an int and "false" into a bool, as in the file.
-        raw.setdefault(section, {})[key] = yaml.safe_load(value) if value else value
+        target[keys[-1]] = yaml.safe_load(value) if value else value
     _refuse_renamed_keys(raw)
     return raw
 

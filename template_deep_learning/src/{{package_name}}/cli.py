@@ -76,12 +76,18 @@ def data(
     resplit: Annotated[
         bool, typer.Option(help="Rewrite the split manifest even if one exists.")
     ] = False,
+    if_used: Annotated[
+        bool,
+        typer.Option("--if-used", help="Write the sample only if data.root is the sample (CI)."),
+    ] = False,
 ) -> None:
-    """Write the sample digits to data.root (unless it holds images) and a split manifest."""
+    """Write the sample digits to data.sample.root (if empty) and data.root's split manifest.
+
+    Your own image folder (data.root) is only ever read."""
     from .data.sample import prepare_dataset
 
     cfg = _load(config)
-    typer.echo(prepare_dataset(cfg.data, resplit=resplit))
+    typer.echo(prepare_dataset(cfg.data, resplit=resplit, if_used=if_used))
 
 
 @app.command()
@@ -148,13 +154,15 @@ def evaluate(config: ConfigOption = DEFAULT_CONFIG, version: VersionOption = Non
 @app.command()
 @_user_errors
 def predict(
-    input: Annotated[
-        Path,
-        typer.Option(
-            "--input", "-i", help="An image folder, or a manifest CSV (path column) of images."
-        ),
-    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the CSV.")],
+    input: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="An image folder, or a manifest CSV (path column) of images [default: data.root].",
+        ),
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     version: VersionOption = None,
 ) -> None:
@@ -162,7 +170,7 @@ def predict(
     from .predict import predict_images
 
     cfg = _load(config)
-    summary = predict_images(cfg, input, output, version=version)
+    summary = predict_images(cfg, input or cfg.data.root, output, version=version)
     typer.echo(
         f"{summary.rows} images classified with model {summary.model_version} -> {summary.output}"
     )

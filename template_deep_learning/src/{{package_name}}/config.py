@@ -15,20 +15,38 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from .settings import Frozen, TrackingConfig, apply_env_overrides, config_error, read_yaml
+from .settings import (
+    Frozen,
+    ServerSettings,
+    TrackingConfig,
+    apply_env_overrides,
+    config_error,
+    read_yaml,
+)
+
+SAMPLE_ROOT = Path("data/sample/digits")
 
 
 class SampleDataConfig(Frozen):
-    """The embedded sample: scikit-learn's bundled 8x8 digits (no download)."""
+    """The embedded sample: scikit-learn's bundled 8x8 digits (no download).
 
+    ``root`` is the sample's own folder: ``data`` writes images only there, and only into a
+    folder that is missing or empty, so it can never add to or overwrite your images.
+    """
+
+    root: Path = SAMPLE_ROOT
     seed: int = 42
 
 
 class DataConfig(Frozen):
-    """An image-folder dataset: ``root/<class name>/<image>.png`` plus a split manifest."""
+    """An image-folder dataset: ``root/<class name>/<image>.png`` plus a split manifest.
 
-    root: Path = Path("data/digits")
-    manifest: Path = Path("data/digits/manifest.csv")  # columns: path, label, split
+    ``root`` is read, never written. The manifest is the project's own file (``data`` writes
+    it when missing), so it must lie outside ``root`` unless ``root`` is the sample.
+    """
+
+    root: Path = SAMPLE_ROOT
+    manifest: Path = Path("data/splits/manifest.csv")  # columns: path, label, split
     image_size: Annotated[int, Field(ge=4, le=512)] = 8  # images are resized to size x size
     channels: Literal[1, 3] = 1
     val_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.15
@@ -36,6 +54,11 @@ class DataConfig(Frozen):
     min_images_per_class: Annotated[int, Field(ge=2)] = 10
     max_image_bytes: Annotated[int, Field(ge=1024)] = 5_000_000
     sample: SampleDataConfig = SampleDataConfig()
+
+    @property
+    def uses_sample(self) -> bool:
+        """True when training reads the sample images (``root`` is ``sample.root``)."""
+        return self.root.resolve() == self.sample.root.resolve()
 
 
 class ModelConfig(Frozen):
@@ -79,14 +102,19 @@ class ExportConfig(Frozen):
     parity_tolerance: Annotated[float, Field(gt=0)] = 1e-4
 
 
-class ServingConfig(Frozen):
-    """HTTP service settings."""
+class ServingConfig(ServerSettings):
+    """HTTP service settings (the connection limits and timeouts are ``ServerSettings``)."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     max_batch_size: Annotated[int, Field(ge=1)] = 256
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4_194_304
     max_upload_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    # An upload may decode to at most this many pixels (JPEGs after decoding at 1/2 to 1/8
+    # scale); null: derived from the model's input (see serving/app.py, upload_pixel_limit).
+    max_upload_pixels: Annotated[int, Field(ge=1)] | None = None
+    # Uploads decoded at the same time, at the largest allowed size; past it: 503, Retry-After.
+    max_concurrent_decodes: Annotated[int, Field(ge=1, le=64)] = 4
     top_k: Annotated[int, Field(ge=1)] = 3
     pinned_version: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

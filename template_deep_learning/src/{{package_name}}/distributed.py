@@ -64,11 +64,14 @@ def setup(device_type: str) -> DistributedContext:
     local_rank = _local_rank()
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
+    _import_before_init()
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, True)
 
 
 def cleanup(ctx: DistributedContext) -> None:
+    """Destroy the process group: with nothing else holding it (see ``_import_before_init``),
+    this joins the backend's threads here, before the interpreter starts shutting down."""
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -140,6 +143,21 @@ def run_on_main(ctx: DistributedContext, step: Callable[[], Any]) -> Any:
     if not ok:
         raise ProjectError(payload)
     return payload  # type: ignore[no-any-return]
+
+
+def _import_before_init() -> None:
+    """Import ``torch.distributed.nn`` while no process group exists.
+
+    Its functions take ``group=group.WORLD`` as a default argument, evaluated at import time.
+    DistributedDataParallel imports it lazily, after ``init_process_group``, so those defaults
+    captured the live default group: ``destroy_process_group`` then left the gloo group, its
+    worker threads and its TCP loop running until the interpreter's own shutdown destroyed it
+    (torch 2.13; seen in gdb: ``~ProcessGroupGloo`` called from ``finalize_modules``). Native
+    threads still running while the interpreter and its extension modules shut down can abort
+    a process that already succeeded ("terminate called without an active exception",
+    torchrun exit 1). Imported first, the defaults are None and the group dies in ``cleanup``.
+    """
+    import torch.distributed.nn  # noqa: F401
 
 
 def _local_rank() -> int:

@@ -16,14 +16,18 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from .artifacts import ONNX_INPUT, ONNX_OUTPUT
 from .errors import ModelExportError
+from .ortsession import create_session
+
+if TYPE_CHECKING:  # the import itself goes through ortsession (telemetry off first)
+    from onnxruntime import InferenceSession
 
 
 class ProbabilityModel(nn.Module):
@@ -75,17 +79,14 @@ def export_onnx(network: nn.Module, *, image_size: int, channels: int, opset: in
         raise ModelExportError(f"ONNX export (opset {opset}) failed: {exc}") from exc
 
 
-def onnx_session(model: bytes | str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
+def onnx_session(model: bytes | str) -> InferenceSession:
     try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return create_session(model)
     except Exception as exc:
         raise ModelExportError(f"ONNX Runtime cannot load the exported model: {exc}") from exc
 
 
-def onnx_probabilities(session: ort.InferenceSession, pixels: np.ndarray) -> np.ndarray:
+def onnx_probabilities(session: InferenceSession, pixels: np.ndarray) -> np.ndarray:
     (output,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: pixels.astype(np.float32, copy=False)})
     return np.asarray(output)
 

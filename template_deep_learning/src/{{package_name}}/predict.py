@@ -60,6 +60,19 @@ def iter_images(source: Path, data_root: Path) -> Iterator[tuple[str, Path]]:
     raise DataError(f"unsupported input {source}: give an image folder or a CSV with a path column")
 
 
+def _refuse_output_among_inputs(output: Path, source: Path, data_root: Path) -> None:
+    """Images are only read: the output may not replace an input file or land among images."""
+    target = output.resolve()
+    for folder in (source, data_root):
+        if folder.is_dir() and target.is_relative_to(folder.resolve()):
+            raise DataError(
+                f"--output {output} lies inside the image folder {folder}, which is only "
+                "read: write predictions elsewhere (e.g. reports/predictions.csv)"
+            )
+    if source.is_file() and target == source.resolve():
+        raise DataError(f"--output {output} is the input file: choose another output path")
+
+
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
@@ -110,6 +123,7 @@ def predict_images(
     path, prediction, probability, top_k as JSON, model_version)."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
+    _refuse_output_among_inputs(output, source, cfg.data.root)
     predictor = load_predictor(artifacts.resolve_model_dir(cfg.paths.models_dir, version))
     meta = predictor.metadata
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ from typing import Any, cast
 
 import numpy as np
 import onnx
-import onnxruntime
 import PIL
 import torch
 from torch import nn
@@ -41,6 +40,7 @@ from .distributed import DistributedContext
 from .errors import ConfigError, ModelNotFoundError, ModelQualityError, TrackingError
 from .evaluate import HISTORY_FILE, write_reports
 from .model import ConvNet, build_model, cross_entropy, parameter_count
+from .ortsession import runtime_version
 from .versioning import git_commit
 
 logger = logging.getLogger(__name__)
@@ -105,8 +105,8 @@ def train(
     ctx = distributed.setup(device.type)
     try:
         result = _train(cfg, ctx, device, resume, on_epoch_end)
-        # Every rank completes its last collective before any rank tears the group down: a
-        # rank destroying its gloo connections while a peer still sends can abort at exit.
+        # Every rank completes its last collective before any rank tears the group down, so
+        # no rank's destroy_process_group closes connections a peer is still using.
         distributed.barrier(ctx)
         return result
     finally:
@@ -568,7 +568,7 @@ def _library_versions() -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime": runtime_version(),
         "pillow": PIL.__version__,
     }
 

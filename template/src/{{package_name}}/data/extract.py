@@ -9,31 +9,67 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import URL, Engine, create_engine, make_url, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..config import Config, DataConfig
 from ..errors import DataError
 from ..settings import PACKAGE
-from . import sample
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; a SQLite file's folder is created so ``data`` works on a fresh clone."""
+def make_engine(url: str, *, writable: bool = False) -> Engine:
+    """Create an engine for ``url``; read-only for a SQLite file unless ``writable``.
+
+    A data source is only ever read: a SQLite file is opened in SQLite's read-only mode, so no
+    query, bug or driver quirk can change it, and a missing file is an error rather than a new
+    empty database created where the config points. Only the sample builder asks for
+    ``writable`` (its own database, whose folder it creates).
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise DataError(
-            f"data.url '{url}' is not a database URL (e.g. sqlite:///data/x.db)"
-        ) from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        raise DataError(f"'{url}' is not a database URL (e.g. sqlite:///data/x.db)") from None
+    database = sqlite_file(parsed)
+    if database is not None and writable:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    elif database is not None:
+        if not database.is_file():
+            raise DataError(f"no SQLite database at {database} (from {url})")
+        # file: URI with mode=ro (SQLite's read-only open); the path is quoted for the URI.
+        parsed = parsed.set(
+            database=f"file:{quote(str(database.resolve()))}",
+            query={**parsed.query, "mode": "ro", "uri": "true"},
+        )
     try:
         return create_engine(parsed)
     except (ImportError, SQLAlchemyError) as exc:
-        raise DataError(f"cannot use database URL {parsed!r}: {exc}") from None
+        shown = parsed.render_as_string(hide_password=True)
+        raise DataError(f"cannot use database URL {shown}: {exc}") from None
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file behind a SQLite URL, or None (another database, or in memory)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(str(url.database))
+
+
+def source_engine(cfg: DataConfig) -> Engine:
+    """A read-only engine on ``data.url``; if that is the sample and it is not built yet, an
+    error that says how to build it."""
+    try:
+        database = sqlite_file(make_url(cfg.url))
+    except ArgumentError:
+        database = None  # make_engine reports the bad URL
+    if cfg.uses_sample and database is not None and not database.exists():
+        raise DataError(
+            f"data.url is the sample warehouse ({cfg.url}), which is not built yet: run "
+            f"`make data` (python -m {PACKAGE} data), or point data.url at your database"
+        )
+    return make_engine(cfg.url)
 
 
 def read_query(path: Path) -> str:
@@ -55,13 +91,13 @@ def iter_query(engine: Engine, sql: str, chunk_size: int) -> Iterator[pd.DataFra
         first_line = str(cause).splitlines()[0]
         raise DataError(
             f"query failed on {engine.url!r}: {first_line} "
-            f"(run `python -m {PACKAGE} data` to build the sample warehouse, or check data.url)"
+            "(check data.url and the query's tables and columns)"
         ) from None
 
 
 def extract_training_frame(cfg: Config) -> pd.DataFrame:
     """Run ``data.query`` and return the whole training table."""
-    engine = make_engine(cfg.data.url)
+    engine = source_engine(cfg.data)
     try:
         chunks = list(iter_query(engine, read_query(cfg.data.query), cfg.data.chunk_size))
     finally:
@@ -72,32 +108,3 @@ def extract_training_frame(cfg: Config) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{cfg.data.query} returned no rows from {engine.url!r}")
     return frame
-
-
-def build_sample_warehouse(cfg: DataConfig) -> dict[str, int]:
-    """Write the seeded sample tables to ``cfg.url``; return the row count of each table.
-
-    For a SQLite file the warehouse is written next to the target and moved into place, so an
-    interrupted run never leaves a half-written database behind.
-    """
-    tables = sample.build_tables(cfg.sample)
-    parsed = make_url(cfg.url)
-    target = parsed.database if parsed.get_backend_name() == "sqlite" else None
-    if target and target != ":memory:":
-        partial = Path(f"{target}.partial")
-        partial.unlink(missing_ok=True)
-        engine = make_engine(
-            parsed.set(database=str(partial)).render_as_string(hide_password=False)
-        )
-        try:
-            sample.write_tables(tables, engine)
-        finally:
-            engine.dispose()
-        partial.replace(target)
-    else:
-        engine = make_engine(cfg.url)
-        try:
-            sample.write_tables(tables, engine)
-        finally:
-            engine.dispose()
-    return {name: len(frame) for name, frame in tables.items()}

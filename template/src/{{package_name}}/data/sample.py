@@ -15,16 +15,24 @@ the pipeline has real but imperfect signal to find.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..config import SampleDataConfig
+from ..errors import DataError
+from .extract import make_engine, sqlite_file
 
 REGIONS = ["north", "south", "east", "west"]
 PLANS = ["basic", "standard", "premium"]
 PAYMENT_METHODS = ["card", "bank_transfer", "invoice"]
 PLAN_PRICE = {"basic": 19.0, "standard": 39.0, "premium": 79.0}
+# Written beside the sample tables: the names of the tables the sample builder created. A
+# database holding any other table is not the sample's, and the builder refuses to touch it.
+MANIFEST_TABLE = "sample_warehouse_tables"
 
 
 def build_tables(cfg: SampleDataConfig) -> dict[str, pd.DataFrame]:
@@ -110,8 +118,88 @@ def _activity(
     )
 
 
+def build_sample_warehouse(cfg: SampleDataConfig) -> dict[str, int]:
+    """Write the seeded sample tables to ``cfg.url``; return the row count of each table.
+
+    Only the sample's own database is ever written, and only if every table in it was created
+    by this builder (rebuilding the sample is fine; a database with anyone else's tables is
+    refused, naming the table). A SQLite file is written next to its target and moved into
+    place, so an interrupted run never leaves a half-written database behind.
+    """
+    tables = build_tables(cfg)
+    try:
+        database = sqlite_file(make_url(cfg.url))
+    except ArgumentError:
+        database = None  # make_engine below reports the bad URL
+    if database is None:
+        _refuse_foreign_tables(cfg.url)
+        _write_to(cfg.url, tables)
+    else:
+        if database.exists():
+            _refuse_foreign_tables(cfg.url, database)
+        partial = database.with_name(f"{database.name}.partial")
+        partial.unlink(missing_ok=True)
+        partial_url = make_url(cfg.url).set(database=str(partial))
+        _write_to(partial_url.render_as_string(hide_password=False), tables)
+        partial.replace(database)
+    return {name: len(frame) for name, frame in tables.items()}
+
+
+def _write_to(url: str, tables: dict[str, pd.DataFrame]) -> None:
+    engine = make_engine(url, writable=True)
+    try:
+        write_tables(tables, engine)
+    finally:
+        engine.dispose()
+
+
+def _refuse_foreign_tables(url: str, database: Path | None = None) -> None:
+    """Raise unless every table at ``url`` is one the sample builder created (or none)."""
+    if database is not None and not _is_sqlite_file(database):
+        raise DataError(
+            f"refusing to write the sample warehouse to {url}: {database} exists and is "
+            "not a SQLite database; point data.sample.url at a new file"
+        )
+    engine = make_engine(url, writable=database is None)  # an existing file: read-only
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        with engine.connect() as connection:
+            existing = set(inspect(connection).get_table_names())
+            owned = (
+                set(pd.read_sql_table(MANIFEST_TABLE, connection)["table_name"].astype(str))
+                if MANIFEST_TABLE in existing
+                else set()
+            )
+    except SQLAlchemyError as exc:
+        first_line = str(exc).splitlines()[0]
+        raise DataError(f"cannot inspect {shown} before writing the sample: {first_line}") from None
+    finally:
+        engine.dispose()
+    foreign = sorted(existing - owned - {MANIFEST_TABLE})
+    if foreign:
+        raise DataError(
+            f"refusing to write the sample warehouse to {shown}: it holds table "
+            f"'{foreign[0]}', which the sample builder did not create"
+            + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else "")
+            + "; point data.sample.url at an empty database or a new SQLite file"
+        )
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    """True for an empty file or one that starts with SQLite's header."""
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    return header in (b"", b"SQLite format 3\x00")
+
+
 def write_tables(tables: dict[str, pd.DataFrame], engine: Engine) -> None:
-    """Replace the warehouse tables in ``engine`` (SQLite file, PostgreSQL, ...)."""
+    """Write the sample tables and their manifest in one transaction.
+
+    Call through ``build_sample_warehouse``, which first checks that ``engine`` holds no table
+    the sample builder did not create: ``replace`` only ever replaces the sample's own tables.
+    """
+    manifest = pd.DataFrame({"table_name": sorted(tables)})
     with engine.begin() as connection:
         for name, frame in tables.items():
             frame.to_sql(name, connection, if_exists="replace", index=False, chunksize=10_000)
+        manifest.to_sql(MANIFEST_TABLE, connection, if_exists="replace", index=False)

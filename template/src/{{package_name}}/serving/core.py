@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
@@ -133,10 +134,34 @@ def create_service(
 
 
 def current_model(state: ModelState) -> Any:
-    """The loaded model, or a 503 with the reason there is none."""
+    """The loaded model, or a 503 with the reason there is none (without filesystem paths:
+    the full reason is in the service's log)."""
     if state.model is None:
-        raise HTTPException(status_code=503, detail=f"not ready: {state.problem}")
+        raise HTTPException(status_code=503, detail=f"not ready: {public_reason(state.problem)}")
     return state.model
+
+
+# The URI of a file-based store, and an absolute path after a space, quote or line start.
+_FILE_URI = re.compile(r"\b(?:file|sqlite):/{2,}[^\s'\"]*")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\",;)]+")
+PUBLIC_REASON_LIMIT = 300
+
+
+def public_reason(problem: str) -> str:
+    """``problem`` fit for API clients: its first line (validation errors put the offending
+    input on the next ones), file URIs and absolute paths cut to their last component, and at
+    most ``PUBLIC_REASON_LIMIT`` characters. The full text belongs in the log."""
+    lines = problem.strip().splitlines()
+    first = lines[0] if lines else "unknown"
+    first = _FILE_URI.sub(lambda m: m.group(0).split(":", 1)[0] + ":…/" + _last(m.group(0)), first)
+    first = _ABSOLUTE_PATH.sub(lambda m: "…/" + _last(m.group(0)), first)
+    if len(first) > PUBLIC_REASON_LIMIT:
+        first = first[: PUBLIC_REASON_LIMIT - 1] + "…"
+    return first
+
+
+def _last(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def json_response(payload: object) -> Response:
@@ -145,9 +170,61 @@ def json_response(payload: object) -> Response:
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI request body for a route that validates its body itself."""
-    schema = {"application/json": {"schema": model.model_json_schema()}}
+    """OpenAPI request body for a route that validates its JSON body itself."""
+    schema = {"application/json": {"schema": inline_schema(model)}}
     return {"requestBody": {"content": schema, "required": True}}
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of ``model`` with every ``$ref`` replaced by its definition.
+
+    ``model_json_schema()`` puts nested models under a local ``$defs`` and refers to them as
+    ``#/$defs/...``; pasted into an OpenAPI operation those references point at the document
+    root, where nothing is. The request models are small and not recursive, so inlining is the
+    simplest valid form.
+    """
+    schema = model.model_json_schema()
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                siblings = {k: resolve(v) for k, v in node.items() if k != "$ref"}
+                return {**resolve(definitions[reference.removeprefix("#/$defs/")]), **siblings}
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+JSON_TYPES = ("application/json",)
+
+
+def unsupported_media(request: Request) -> Response | None:
+    """A 415 unless the request says its body is JSON (``application/json`` or ``+json``)."""
+    declared = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if declared in JSON_TYPES or declared.endswith("+json"):
+        return None
+    return JSONResponse(
+        status_code=415,
+        content={
+            "detail": "send the body as JSON with the header Content-Type: application/json",
+            "errors": [],
+        },
+    )
+
+
+# The OpenAPI responses every JSON scoring route can give besides 200.
+JSON_ROUTE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"description": "request body larger than serving.max_body_bytes"},
+    415: {"description": "body not sent as application/json"},
+    422: {"description": "invalid body: one message per problem (at most 20 listed)"},
+    503: {"description": "no model loaded yet (the reason is in the detail)"},
+}
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -155,11 +232,16 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return problems_response(exc.errors() if isinstance(exc, RequestValidationError) else [])
 
 
+# A response lists at most this many problems: a small request with many bad records must not
+# get a response a hundred times its size.
+MAX_LISTED_PROBLEMS = 20
+
+
 def problems_response(errors: Sequence[Any], status_code: int = 422) -> JSONResponse:
-    """A 4xx with one readable line per problem. The offending input is not echoed back: it
-    may be NaN/inf (not JSON) or large."""
+    """A 4xx with one readable line per problem (the first ``MAX_LISTED_PROBLEMS``). The
+    offending input is not echoed back: it may be NaN/inf (not JSON) or large."""
     problems = []
-    for error in errors:
+    for error in errors[:MAX_LISTED_PROBLEMS]:
         if error.get("type") == "json_invalid":
             reason = error.get("ctx", {}).get("error", "invalid syntax")
             problems.append(
@@ -175,6 +257,8 @@ def problems_response(errors: Sequence[Any], status_code: int = 422) -> JSONResp
             }
         )
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    if len(errors) > MAX_LISTED_PROBLEMS:
+        summary += f" (and {len(errors) - MAX_LISTED_PROBLEMS} more problems not listed)"
     return JSONResponse(
         status_code=status_code,
         content={"detail": summary or "invalid request", "errors": problems},

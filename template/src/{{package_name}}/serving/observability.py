@@ -15,10 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
+CLIENT_CLOSED_REQUEST = 499
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -139,6 +141,12 @@ class ObservabilityMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise _BodyTooLargeError
             await self.app(scope, receive_wrapper, send_wrapper)
+        except ClientDisconnect:
+            if not started:
+                # nginx's convention: the client went away (or timed out, see server.py)
+                # before its request was read. Not a server error: not counted as a 5xx.
+                status = CLIENT_CLOSED_REQUEST
+            raise
         except _BodyTooLargeError:
             if started:
                 raise

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-import onnxruntime as ort
 
 from .. import artifacts
 from ..config import FeaturesConfig
 from ..errors import ModelNotFoundError
+from ..ortsession import create_session
 
 MISSING_CATEGORY = "missing"  # the same spelling as features.MISSING_CATEGORY (tested)
 Runtime = Literal["onnx", "sklearn"]
@@ -50,19 +50,17 @@ def load_predictor(model_dir: Path, runtime: Runtime = "onnx") -> Predictor:
             f"serving.runtime 'sklearn' needs the pipeline dependencies ({exc.name} is missing): "
             "install the project with its [pipeline] extra, or use serving.runtime: onnx"
         ) from None
-    return SklearnPredictor(model_dir)
+    predictor = SklearnPredictor(model_dir)
+    smoke_test(predictor)
+    return predictor
 
 
 class OnnxScorer:
     """One ONNX Runtime session over an exported graph with one input per feature."""
 
     def __init__(self, model: bytes, features: FeaturesConfig) -> None:
-        options = ort.SessionOptions()
-        # One worker process per core: more threads per session only add contention.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self._session = create_session(model)
         except Exception as exc:  # ONNX Runtime raises its own error types for bad graphs
             raise ModelNotFoundError(f"the ONNX model cannot be loaded: {exc}") from None
         self._numeric = [f.name for f in features.numeric]
@@ -99,6 +97,7 @@ class OnnxPredictor:
                 "damaged after training; retrain or restore it"
             )
         self._scorer = OnnxScorer(path.read_bytes(), self.metadata.features)
+        smoke_test(self)
 
     def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
         return self._scorer.predict_columns(columns)
@@ -106,6 +105,23 @@ class OnnxPredictor:
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         return self._scorer.predict_columns(
             {name: [record[name] for record in records] for name in self._scorer.names}
+        )
+
+
+def smoke_test(predictor: Predictor) -> None:
+    """Score the model's own input example once, so a graph that loads but cannot score (other
+    inputs or outputs than its metadata says) is refused at load time, not on every request."""
+    try:
+        probability = predictor.predict_records([predictor.metadata.input_example])
+    except Exception as exc:  # ONNX Runtime and NumPy raise many types for a mismatched graph
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ModelNotFoundError(
+            f"the model does not score its own input example ({reason}): retrain or restore it"
+        ) from None
+    if probability.shape != (1,) or not 0.0 <= float(probability[0]) <= 1.0:
+        raise ModelNotFoundError(
+            "the model does not score its own input example (no probability in [0, 1] came "
+            "back): retrain or restore it"
         )
 
 

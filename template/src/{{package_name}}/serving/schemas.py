@@ -7,11 +7,19 @@ categories are rejected by pydantic with a 422 before the model sees them.
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from ..config import CategoricalFeature, FeaturesConfig, NumericFeature
 
 STRICT_RECORD = ConfigDict(extra="forbid", frozen=True)
+
+
+def _integral(value: Any) -> Any:
+    """``6.0`` is the integer 6 (JSON has one number type and JSON Schema's ``integer`` admits
+    it); ``6.5``, strings and booleans are left for strict validation to refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _numeric_field(feature: NumericFeature) -> tuple[Any, Any]:
@@ -23,9 +31,12 @@ def _numeric_field(feature: NumericFeature) -> tuple[Any, Any]:
         allow_inf_nan=False,
         description=feature.description or None,
     )
-    if feature.nullable:
-        return Annotated[base | None, constraints], ...
-    return Annotated[base, constraints], ...
+    field: Any = (
+        Annotated[base | None, constraints] if feature.nullable else Annotated[base, constraints]
+    )
+    if feature.dtype == "int":
+        field = Annotated[field, BeforeValidator(_integral)]
+    return field, ...
 
 
 def _categorical_field(feature: CategoricalFeature) -> tuple[Any, Any]:

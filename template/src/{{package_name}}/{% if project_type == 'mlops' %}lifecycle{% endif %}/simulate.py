@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..data.extract import build_sample_warehouse, iter_query, make_engine, read_query
-from ..data.sample import PLAN_PRICE
+from ..data.extract import iter_query, make_engine, read_query
+from ..data.sample import PLAN_PRICE, build_sample_warehouse
 from ..errors import ProjectError
 from ..settings import PACKAGE
 
@@ -173,17 +173,15 @@ def build_records(cfg: Config, *, rows: int, drift: bool, seed: int) -> list[dic
 def _scoring_frame(cfg: Config, rows: int, seed: int) -> pd.DataFrame:
     """The scoring query run on a throwaway sample warehouse with ``seed``."""
     with tempfile.TemporaryDirectory(prefix="simulate-") as folder:
-        database = Path(folder) / "warehouse.db"
-        data = cfg.data.model_copy(
+        sample = cfg.data.sample.model_copy(
             update={
-                "url": f"sqlite:///{database}",
-                "sample": cfg.data.sample.model_copy(
-                    update={"n_customers": max(rows, 100), "seed": seed}
-                ),
+                "url": f"sqlite:///{Path(folder) / 'warehouse.db'}",
+                "n_customers": max(rows, 100),
+                "seed": seed,
             }
         )
-        build_sample_warehouse(data)
-        engine = make_engine(data.url)
+        build_sample_warehouse(sample)
+        engine = make_engine(sample.url)
         try:
             chunks = list(
                 iter_query(engine, read_query(cfg.data.scoring_query), cfg.data.chunk_size)

@@ -9,9 +9,9 @@ observability) and adds ``GET /metadata``, ``POST /predict`` (pixels as JSON),
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +19,68 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from .. import __version__, artifacts
-from ..config import Config
+from ..config import Config, ServingConfig
 from ..errors import DataError, ProjectError
-from ..imaging import decode_image, encode_png
-from .core import create_service, current_model, json_body, json_response, problems_response
+from ..imaging import FORMAT_NAMES, ImageTooLargeError, decode_image, encode_png, read_header
+from .core import (
+    create_service,
+    current_model,
+    json_body,
+    json_response,
+    problems_response,
+    unsupported_media,
+)
 from .observability import ServiceMetrics
 from .runtime import Predictor, input_shape, load_predictor, rank
-from .schemas import BatchPrediction, ModelInfo, Prediction, build_batch_model, build_image_model
+from .schemas import (
+    BatchPrediction,
+    ModelInfo,
+    Prediction,
+    ProblemResponse,
+    build_batch_model,
+    build_image_model,
+)
 
 PredictorFactory = Callable[[Path], Predictor]
 # Bodies up to this size are validated and scored on the event loop (tens of microseconds for
 # a small image); larger ones, and every uploaded file, go to the thread pool so that /health
 # and small requests keep being answered meanwhile (ONNX Runtime releases the GIL).
 INLINE_BODY_BYTES = 32_768
-# An uploaded file within serving.max_upload_bytes can still decompress to a huge bitmap
-# (a "decompression bomb"); refuse anything above this before decoding it.
+# An upload within serving.max_upload_bytes can still decompress to a huge bitmap (a 73 KB PNG
+# can declare 5000x5000 pixels). Unless serving.max_upload_pixels says otherwise, an upload may
+# decode to (UPLOAD_SCALE x the model's side)^2 pixels, at least MIN_UPLOAD_PIXELS (ordinary
+# screenshots and scans pass for small models) and at most MAX_UPLOAD_PIXELS.
+UPLOAD_SCALE = 64
+MIN_UPLOAD_PIXELS = 1024 * 1024
 MAX_UPLOAD_PIXELS = 25_000_000
-# What an upload may declare: an image type, a generic binary one or none (the bytes decide).
-UPLOAD_TYPES = ("image/", "application/octet-stream")
+# What an upload may declare: the accepted image types, a generic binary one or none (the
+# bytes decide which format it is).
+UPLOAD_TYPES = frozenset(
+    {
+        "image/png",
+        "image/x-png",
+        "image/jpeg",
+        "image/jpg",
+        "image/pjpeg",
+        "image/bmp",
+        "image/x-bmp",
+        "image/x-ms-bmp",
+        "image/gif",
+        "image/webp",
+        "application/octet-stream",
+    }
+)
+UPLOAD_TYPE_NAMES = "image/png, image/jpeg, image/bmp, image/gif, image/webp"
+RETRY_AFTER_S = 1
+# A JSON body may hold up to this many times the commas, brackets and braces of the largest
+# valid request before it is refused unparsed (the slack keeps near misses, such as one row or
+# one record too many, on the path that explains them in detail).
+SCAN_SLACK = 2
 SHAPE_ERRORS = {"too_short", "too_long", "list_type", "float_type"}
 
 
@@ -80,18 +119,28 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
         load=load,
         problem=problem,
     )
+    max_batch = cfg.serving.max_batch_size
     image_model = build_image_model(image_size, channels)
-    batch_model = build_batch_model(image_model, cfg.serving.max_batch_size)
+    batch_model = build_batch_model(image_model, max_batch)
     layout = f"{image_size} rows of {image_size} " + (
         "numbers" if channels == 1 else "[r, g, b] triples"
     )
     shape_hint = f"expected {layout}, each value in [0, 1] (see input_example in /metadata)"
+    one_image = _JsonLimits.for_request(image_size, records=None)
+    full_batch = _JsonLimits.for_request(image_size, records=max_batch)
     scorer = _Scorer(metrics, cfg.serving.top_k, channels)
     max_upload = cfg.serving.max_upload_bytes
+    max_pixels = upload_pixel_limit(cfg.serving, image_size)
+    decodes = _DecodeBudget(cfg.serving.max_concurrent_decodes * max_pixels)
 
-    @app.get("/metadata", response_model=ModelInfo, tags=["model"])
+    @app.get(
+        "/metadata",
+        response_model=ModelInfo,
+        tags=["model"],
+        responses={503: _problem_doc("no model loaded (yet): the reason")},
+    )
     async def metadata() -> ModelInfo:
-        """Model version, classes, input shape, metrics and one valid ``pixels`` example."""
+        """Model version, classes, input shape, metrics and a body ``POST /predict`` accepts."""
         meta = current_model(state).metadata
         return ModelInfo(
             model_version=meta.version,
@@ -101,12 +150,19 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
             image_size=meta.image_size,
             channels=meta.channels,
             metrics=meta.metrics,
-            input_example=meta.input_example,
+            input_example={"pixels": meta.input_example},
             data_fingerprint=meta.data_fingerprint,
             onnx_sha256=meta.onnx_sha256,
         )
 
     def score_one(body: bytes, predictor: Predictor) -> Response:
+        if one_image.exceeded_by(body):
+            return _problem(
+                413,
+                "pixels",
+                f"the body holds more values than one image: {shape_hint}",
+                "too_large",
+            )
         try:
             request = image_model.model_validate_json(body)
         except ValidationError as exc:
@@ -114,6 +170,16 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
         return json_response(scorer.score([request.pixels], predictor)[0])  # type: ignore[attr-defined]
 
     def score_batch(body: bytes, predictor: Predictor) -> Response:
+        # Counted before parsing: a few MB of tiny records would otherwise become millions of
+        # parsed values (hundreds of MB) before the length check refuses them.
+        if full_batch.exceeded_by(body):
+            return _problem(
+                413,
+                "records",
+                f"the body holds more values than {max_batch} records of {layout} can: send at "
+                f"most {max_batch} records per request (serving.max_batch_size)",
+                "too_large",
+            )
         try:
             request = batch_model.model_validate_json(body)
         except ValidationError as exc:
@@ -130,10 +196,14 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
         request: Request, score: Callable[[bytes, Predictor], Response]
     ) -> Response:
         predictor = current_model(state)
+        if (refused := unsupported_media(request)) is not None:
+            return refused
         body = await request.body()
         if len(body) <= INLINE_BODY_BYTES:
             return score(body, predictor)
         return await run_in_threadpool(score, body, predictor)
+
+    body_too_large = f"body over serving.max_body_bytes ({cfg.serving.max_body_bytes} bytes)"
 
     # The JSON routes parse and validate the body themselves (one pydantic call on the raw
     # bytes) instead of through FastAPI's dependency machinery, which costs more than scoring a
@@ -143,10 +213,15 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
         response_model=Prediction,
         tags=["model"],
         openapi_extra=json_body(image_model),
-        responses={422: {"description": "invalid pixels"}, 503: {"description": "no model"}},
+        responses={
+            413: _problem_doc(f"{body_too_large}, or more values than one image holds"),
+            415: _problem_doc("body not sent as application/json"),
+            422: _problem_doc("malformed JSON, or invalid pixels (each problem by position)"),
+            503: _problem_doc("no model loaded (yet): the reason"),
+        },
     )
     async def predict(request: Request) -> Response:
-        """Classify one image sent as pixel values (the shape of ``input_example``)."""
+        """Classify one image sent as pixel values (the ``input_example`` of ``/metadata``)."""
         return await handle_json(request, score_one)
 
     @app.post(
@@ -154,7 +229,12 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
         response_model=BatchPrediction,
         tags=["model"],
         openapi_extra=json_body(batch_model),
-        responses={422: {"description": "invalid images"}, 503: {"description": "no model"}},
+        responses={
+            413: _problem_doc(f"{body_too_large}, or clearly more than max_batch_size records"),
+            415: _problem_doc("body not sent as application/json"),
+            422: _problem_doc("malformed JSON, invalid images, no records or too many"),
+            503: _problem_doc("no model loaded (yet): the reason"),
+        },
     )
     async def predict_batch(request: Request) -> Response:
         """Classify up to ``serving.max_batch_size`` images in one request, in order."""
@@ -164,12 +244,26 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
         "/predict/image",
         response_model=Prediction,
         tags=["model"],
-        openapi_extra=_upload_body(max_upload),
+        openapi_extra=_upload_body(max_upload, max_pixels),
         responses={
-            413: {"description": "file too large"},
-            415: {"description": "not multipart/form-data, or not an image type"},
-            422: {"description": "no file, or not a readable image"},
-            503: {"description": "no model"},
+            413: _problem_doc(
+                f"file over serving.max_upload_bytes, image over {max_pixels:,} pixels "
+                f"(serving.max_upload_pixels), or {body_too_large}"
+            ),
+            415: _problem_doc(f"not multipart/form-data, or a file type other than {FORMAT_NAMES}"),
+            422: _problem_doc("malformed multipart body, no 'file' field, or not a readable image"),
+            503: {
+                **_problem_doc(
+                    "no model loaded (yet), or serving.max_concurrent_decodes uploads are being "
+                    "decoded: retry after Retry-After seconds"
+                ),
+                "headers": {
+                    "Retry-After": {
+                        "description": "seconds to wait (when busy decoding other uploads)",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            },
         },
     )
     async def predict_image(request: Request) -> Response:
@@ -185,22 +279,31 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
                 "(e.g. curl -F file=@digit.png)",
                 "unsupported_media_type",
             )
-        async with request.form(max_files=1) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                return _problem(
-                    422, "file", "no image: upload it in a form field named 'file'", "missing"
-                )
-            declared = (upload.content_type or "").lower()
-            if declared and not declared.startswith(UPLOAD_TYPES):
-                return _problem(
-                    415,
-                    "file",
-                    f"content type '{declared}' is not an image: send image/png, image/jpeg, "
-                    "image/bmp, image/gif or image/webp",
-                    "unsupported_media_type",
-                )
-            data = await upload.read(max_upload + 1)
+        try:
+            async with request.form(max_files=1) as form:
+                upload = form.get("file")
+                if not isinstance(upload, UploadFile):
+                    return _problem(
+                        422, "file", "no image: upload it in a form field named 'file'", "missing"
+                    )
+                declared = (upload.content_type or "").lower().split(";")[0].strip()
+                if declared and declared not in UPLOAD_TYPES:
+                    return _problem(
+                        415,
+                        "file",
+                        f"content type '{declared}' is not accepted: send {UPLOAD_TYPE_NAMES} "
+                        "or application/octet-stream",
+                        "unsupported_media_type",
+                    )
+                name = upload.filename or "upload"
+                data = await upload.read(max_upload + 1)
+        except HTTPException as exc:  # Starlette's answer to a malformed multipart body
+            return _problem(
+                422,
+                "body",
+                f"malformed multipart/form-data body: {exc.detail}",
+                "multipart_invalid",
+            )
         if len(data) > max_upload:
             return _problem(
                 413,
@@ -208,25 +311,116 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
                 f"image larger than {max_upload} bytes (serving.max_upload_bytes)",
                 "too_large",
             )
+        unreadable = f"'{name}' is not a readable image ({FORMAT_NAMES})"
+        # The header alone says how large the decoded image will be: refuse a bomb before
+        # decoding a single pixel, and count the rest against the decode budget.
         try:
-            prediction = await run_in_threadpool(scorer.score_upload, data, image_size, predictor)
-        except _TooManyPixelsError as exc:
+            header = read_header(data, image_size)
+        except ImageTooLargeError as exc:
             return _problem(413, "file", str(exc), "too_large")
         except DataError:
+            return _problem(422, "file", unreadable, "invalid_image")
+        pixels = header.decoded_pixels
+        if pixels > max_pixels:
             return _problem(
-                422,
+                413,
                 "file",
-                f"'{upload.filename or 'upload'}' is not a readable image "
-                "(PNG, JPEG, BMP, GIF or WebP)",
-                "invalid_image",
+                f"image of {header.describe()} pixels is too large: at most {max_pixels:,} "
+                f"pixels (serving.max_upload_pixels); the model reads {image_size}x{image_size}, "
+                "so scale it down before sending",
+                "too_large",
             )
+        if not decodes.try_acquire(pixels):
+            busy = _problem(
+                503,
+                "file",
+                "too many uploads are being decoded right now (serving.max_concurrent_decodes): "
+                f"retry in {RETRY_AFTER_S} s",
+                "busy",
+            )
+            busy.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return busy
+        try:
+            # run_in_threadpool does not abandon a started thread when the request is
+            # cancelled, so the budget is released only after the decode really ended.
+            prediction = await run_in_threadpool(
+                scorer.score_upload, data, image_size, max_pixels, predictor
+            )
+        except ImageTooLargeError as exc:
+            return _problem(413, "file", str(exc), "too_large")
+        except DataError:
+            return _problem(422, "file", unreadable, "invalid_image")
+        finally:
+            decodes.release(pixels)
         return json_response(prediction)
 
     return app
 
 
-class _TooManyPixelsError(Exception):
-    pass
+def upload_pixel_limit(serving: ServingConfig, image_size: int) -> int:
+    """How many pixels an upload may decode to: ``serving.max_upload_pixels``, or else
+    ``(UPLOAD_SCALE * image_size) ** 2`` within [``MIN_UPLOAD_PIXELS``, ``MAX_UPLOAD_PIXELS``]."""
+    if serving.max_upload_pixels is not None:
+        return serving.max_upload_pixels
+    return min(MAX_UPLOAD_PIXELS, max(MIN_UPLOAD_PIXELS, (UPLOAD_SCALE * image_size) ** 2))
+
+
+class _DecodeBudget:
+    """A semaphore weighted by pixels: the uploads being decoded may hold at most ``capacity``
+    pixels together (``max_concurrent_decodes`` of the largest allowed size, many more small
+    ones), which bounds the memory decoding takes. Used from the event loop only, so it needs
+    no lock; an upload that finds the budget spent is refused at once instead of queueing."""
+
+    def __init__(self, capacity: int) -> None:
+        self._free = capacity
+
+    def try_acquire(self, pixels: int) -> bool:
+        if pixels > self._free:
+            return False
+        self._free -= pixels
+        return True
+
+    def release(self, pixels: int) -> None:
+        self._free += pixels
+
+
+@dataclass(frozen=True)
+class _JsonLimits:
+    """Upper bounds on the commas, ``[`` and ``{`` of a JSON request body.
+
+    A valid body holds no strings but its keys, so these characters count exactly its values
+    and arrays: ``bytes.count`` (C speed, no parsing) tells a body that cannot be valid, such
+    as a million empty records in 4 MB, from one worth parsing.
+    """
+
+    commas: int
+    brackets: int
+    braces: int
+
+    @classmethod
+    def for_request(cls, size: int, records: int | None) -> _JsonLimits:
+        """``SCAN_SLACK`` times the largest valid body: ``{"pixels": ...}`` when ``records`` is
+        None, else ``{"records": [{"pixels": ...}, ...]}`` with ``records`` records. Counted
+        for RGB images even for a grayscale model, so that RGB sent to a gray model is parsed
+        and explained rather than refused unread."""
+        # One RGB image: commas between the pixels of a row, between rows and inside each
+        # [r, g, b]; brackets around the image, each row and each triple.
+        commas = size * (size - 1) + (size - 1) + 2 * size * size
+        brackets = 1 + size + size * size
+        if records is None:
+            return cls(SCAN_SLACK * commas, SCAN_SLACK * brackets, SCAN_SLACK)
+        return cls(
+            SCAN_SLACK * (records * (commas + 1)),
+            SCAN_SLACK * (records * brackets + 1),
+            SCAN_SLACK * (records + 1),
+        )
+
+    def exceeded_by(self, body: bytes) -> bool:
+        return (
+            body.count(b",") > self.commas
+            or body.count(b"[") > self.brackets
+            or body.count(b"{") > self.braces
+        )
 
 
 class _Scorer:
@@ -258,10 +452,11 @@ class _Scorer:
         self._count(row["prediction"] for row in rows)
         return rows
 
-    def score_upload(self, data: bytes, size: int, predictor: Predictor) -> dict[str, Any]:
+    def score_upload(
+        self, data: bytes, size: int, max_pixels: int, predictor: Predictor
+    ) -> dict[str, Any]:
         """Decode an uploaded file as in training, then score it (runs in the thread pool)."""
-        _check_pixel_count(data)
-        pixels = decode_image(data, size, self._channels)
+        pixels = decode_image(data, size, self._channels, max_pixels)
         return self.score_pixels(pixels[np.newaxis], predictor)[0]
 
     def _count(self, labels: Any) -> None:
@@ -270,21 +465,6 @@ class _Scorer:
             if child is None:
                 child = self._children[label] = self._counter.labels(label)
             child.inc(count)
-
-
-def _check_pixel_count(data: bytes) -> None:
-    """Refuse images whose header announces more than ``MAX_UPLOAD_PIXELS`` (cheap: the header
-    only). Unreadable files pass here and are reported by ``decode_image``."""
-    limit = f"at most {MAX_UPLOAD_PIXELS:,} pixels"
-    try:
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-    except Image.DecompressionBombError:  # Pillow's own, higher limit
-        raise _TooManyPixelsError(f"image is too large to decode ({limit})") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        return
-    if width * height > MAX_UPLOAD_PIXELS:
-        raise _TooManyPixelsError(f"image of {width}x{height} pixels is too large ({limit})")
 
 
 def _invalid(exc: ValidationError, shape_hint: str) -> JSONResponse:
@@ -302,7 +482,12 @@ def _problem(status: int, field: str, message: str, kind: str) -> JSONResponse:
     return problems_response([{"loc": (field,), "msg": message, "type": kind}], status)
 
 
-def _upload_body(max_bytes: int) -> dict[str, Any]:
+def _problem_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for an error answered with ``ProblemResponse``."""
+    return {"model": ProblemResponse, "description": description}
+
+
+def _upload_body(max_bytes: int, max_pixels: int) -> dict[str, Any]:
     """OpenAPI request body for the file upload route (parsed by the route itself)."""
     schema = {
         "type": "object",
@@ -310,9 +495,12 @@ def _upload_body(max_bytes: int) -> dict[str, Any]:
             "file": {
                 "type": "string",
                 "format": "binary",
-                "description": f"an image file of at most {max_bytes} bytes",
+                "description": f"a {FORMAT_NAMES} image of at most {max_bytes} bytes and "
+                f"{max_pixels:,} pixels",
             }
         },
         "required": ["file"],
     }
-    return {"requestBody": {"content": {"multipart/form-data": {"schema": schema}}}}
+    encoding = {"file": {"contentType": f"{UPLOAD_TYPE_NAMES}, application/octet-stream"}}
+    content = {"multipart/form-data": {"schema": schema, "encoding": encoding}}
+    return {"requestBody": {"content": content, "required": True}}

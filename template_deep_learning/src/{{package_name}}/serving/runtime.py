@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import onnxruntime as ort
 
 from .. import artifacts
 from ..errors import ModelNotFoundError
+from ..ortsession import create_session
 
 
 class Predictor(Protocol):
@@ -49,12 +49,8 @@ class OnnxPredictor:
                 f"{path} does not match the checksum in its metadata: the file was changed or "
                 "damaged after training; retrain or restore it"
             )
-        options = ort.SessionOptions()
-        # One worker process per core: more threads per session only add contention.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self._session = create_session(model)
         except Exception as exc:  # ONNX Runtime raises its own error types for bad graphs
             raise ModelNotFoundError(f"the ONNX model {path} cannot be loaded: {exc}") from None
         inputs = [i.name for i in self._session.get_inputs()]

@@ -77,6 +77,23 @@ class ModelInfo(BaseModel):
     image_size: int
     channels: int
     metrics: dict[str, float]
-    input_example: list[Any] = Field(description="a valid `pixels` value for POST /predict")
+    input_example: dict[str, Any] = Field(
+        description='a body that POST /predict accepts as is: {"pixels": ...}'
+    )
     data_fingerprint: str
     onnx_sha256: str
+
+
+class Problem(BaseModel):
+    """One problem with a request."""
+
+    field: str = Field(description="where: `body`, `file`, or a path such as `pixels.3.5`")
+    message: str
+    type: str
+
+
+class ProblemResponse(BaseModel):
+    """Every 4xx and 503 body: one readable line, and (for 4xx) the problems one by one."""
+
+    detail: str = Field(description="what is wrong and what to do, in one line")
+    errors: list[Problem] = Field(default_factory=list)
