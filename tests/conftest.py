@@ -275,7 +275,7 @@ def dl_pipeline(dl_project: Path, dl_python: Path) -> dict[str, str]:
 
 # Per project type: long enough for every route to get hundreds of cases (the generated
 # projects' own schemathesis test runs a shorter budget).
-FUZZ_SECONDS = 40
+FUZZ_SECONDS = 20
 
 
 @contextmanager

@@ -22,11 +22,12 @@ from conftest import DL_PACKAGE, package_of, project_env, render, run
 
 pytestmark = pytest.mark.slow
 
-# Every target of the generated Makefile that runs without a container engine, a network
-# download or a long-running server, in the order a user would run them; `clean` last.
+# Every target of the generated Makefile that opens the data source and runs without a
+# container engine, a network download or a long-running server, in the order a user would run
+# them; `clean` last. (The test targets run in tests/test_project.py: the generated tests work
+# in temporary folders only.)
 TABULAR_TARGETS = ["help", "data", "validate", "train", "evaluate", "predict"]
-CLASSICAL_TARGETS = ["test-fast"]  # the same tests as mlops's: once is enough for the suite
-MLOPS_TARGETS = ["registry", "promote", "retrain"]
+MLOPS_TARGETS = ["registry", "retrain"]  # retrain: extract, validate, train, register, promote
 DL_TARGETS = ["help", "data", "validate", "train", "evaluate", "predict"]
 
 
@@ -121,7 +122,7 @@ def test_user_database_survives_every_make_target_and_ci_command(
     before = fingerprint(project / "data")
     assert not (project / "data" / "sample").exists()
 
-    targets = TABULAR_TARGETS + (MLOPS_TARGETS if project_type == "mlops" else CLASSICAL_TARGETS)
+    targets = TABULAR_TARGETS + (MLOPS_TARGETS if project_type == "mlops" else [])
     for target in targets:
         make(project, project_python, target, env)
     validated = run([str(project_python), "-m", package, "validate"], cwd=project, env=env)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 # Long enough to reach every route with many cases, short enough for every `make test`.
-FUZZ_SECONDS = 15
+FUZZ_SECONDS = 8
 SETTINGS = Path(__file__).with_name("schemathesis.toml")
 
 
