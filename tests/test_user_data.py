@@ -118,9 +118,11 @@ def test_user_database_survives_every_make_target_and_ci_command(
     env["PATH"] = f"{project_python.parent}{os.pathsep}{env['PATH']}"  # `python` in CI lines
     database = user_database(project, project_python, env)
     (project / "data" / "README.txt").write_text("our extract, 2026-11\n", encoding="utf-8")
+    # A file of the user's where the sample goes: `make clean` removes the sample, not this.
+    (project / "data" / "sample").mkdir()
+    (project / "data" / "sample" / "notes.txt").write_text("mine\n", encoding="utf-8")
     set_config(project, "data", {"url": "sqlite:///data/own.db"})
     before = fingerprint(project / "data")
-    assert not (project / "data" / "sample").exists()
 
     targets = TABULAR_TARGETS + (MLOPS_TARGETS if project_type == "mlops" else [])
     for target in targets:

@@ -1,12 +1,15 @@
 """Batch prediction: CSV, parquet or SQL in, predictions out, one chunk at a time.
 
 Memory stays flat as the input grows: each chunk is read, validated, scored and appended to the
-output before the next is read. The output is written to ``<output>.partial`` and moved into
-place only when every chunk succeeded, so a bad row never leaves a half-written file behind.
+output before the next is read. The output is written to a new temporary file beside it
+(``.<output>.*.partial``) and moved into place only when every chunk succeeded, so a bad row
+never leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +53,19 @@ def iter_input(source: str, cfg: Config, chunk_size: int) -> Iterator[pd.DataFra
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        yield from pd.read_csv(path, chunksize=chunk_size)
-    elif suffix in (".parquet", ".pq"):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
-            yield batch.to_pandas()
-    else:
+    if suffix not in (".csv", ".parquet", ".pq"):
         raise DataError(f"unsupported input {path}: use a .csv or .parquet file, or 'sql'")
+    kind = "CSV" if suffix == ".csv" else "parquet"
+    try:
+        if suffix == ".csv":
+            yield from pd.read_csv(path, chunksize=chunk_size)
+        else:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
+                yield batch.to_pandas()
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"input {path} cannot be read as {kind}: {exc}") from None
+    except pa.ArrowException as exc:
+        raise DataError(f"input {path} cannot be read as {kind}: {exc}") from None
 
 
 def predict_batch(
@@ -72,13 +81,19 @@ def predict_batch(
         raise DataError(f"unsupported output {output}: use a .csv or .parquet file name")
     if source != SQL_SOURCE and Path(source).resolve() == output.resolve():
         raise DataError(f"--output {output} is the input file: choose another output path")
+    if output.is_dir():
+        raise DataError(f"--output {output} is a folder: give a file name (.csv or .parquet)")
     model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, version)
     predictor = load_predictor(model_dir, cfg.serving.runtime)
     features = predictor.metadata.features
     id_column = cfg.data.id_column
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    writer = _ChunkWriter(partial)
+    # A new, uniquely named file beside the output: never a file that already exists.
+    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+    os.close(handle)
+    partial = Path(name)
+    partial.chmod(0o644)  # mkstemp files are private; predictions are shared like any output
+    writer = _ChunkWriter(partial, parquet=output.suffix.lower() == ".parquet")
     rows = chunks = positives = 0
     try:
         for chunk in iter_input(source, cfg, chunk_size or cfg.data.chunk_size):
@@ -116,13 +131,14 @@ def predict_batch(
 class _ChunkWriter:
     """Appends DataFrames to one CSV (header once) or one parquet file (one row group each)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, parquet: bool) -> None:
         self.path = path
+        self.parquet = parquet
         self._parquet: pq.ParquetWriter | None = None
         self._wrote_csv_header = False
 
     def write(self, frame: pd.DataFrame) -> None:
-        if self.path.name.endswith(".parquet.partial"):
+        if self.parquet:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self._parquet is None:
                 self._parquet = pq.ParquetWriter(self.path, table.schema)

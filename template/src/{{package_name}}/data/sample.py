@@ -15,6 +15,8 @@ the pipeline has real but imperfect signal to find.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -128,20 +130,35 @@ def build_sample_warehouse(cfg: SampleDataConfig) -> dict[str, int]:
     """
     tables = build_tables(cfg)
     try:
-        database = sqlite_file(make_url(cfg.url))
+        url = make_url(cfg.url)
     except ArgumentError:
-        database = None  # make_engine below reports the bad URL
+        raise DataError(f"'{cfg.url}' is not a database URL (e.g. sqlite:///data/x.db)") from None
+    database = sqlite_file(url)
     if database is None:
         _refuse_foreign_tables(cfg.url)
         _write_to(cfg.url, tables)
-    else:
-        if database.exists():
-            _refuse_foreign_tables(cfg.url, database)
-        partial = database.with_name(f"{database.name}.partial")
-        partial.unlink(missing_ok=True)
-        partial_url = make_url(cfg.url).set(database=str(partial))
-        _write_to(partial_url.render_as_string(hide_password=False), tables)
+        return {name: len(frame) for name, frame in tables.items()}
+    if str(database).startswith("file:") or url.query.get("uri"):
+        raise DataError(
+            f"data.sample.url {cfg.url}: give the sample a plain SQLite path "
+            "(sqlite:///data/sample/warehouse.db), not a file: URI"
+        )
+    if database.exists():
+        _refuse_foreign_tables(cfg.url, database)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    # A new, uniquely named file beside the target: never a file that already exists.
+    handle, name = tempfile.mkstemp(
+        prefix=f".{database.name}.", suffix=".partial", dir=database.parent
+    )
+    os.close(handle)
+    partial = Path(name)
+    try:
+        _write_to(url.set(database=str(partial)).render_as_string(hide_password=False), tables)
+        partial.chmod(0o644)  # mkstemp files are private; the sample is shared data
         partial.replace(database)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return {name: len(frame) for name, frame in tables.items()}
 
 
@@ -155,6 +172,11 @@ def _write_to(url: str, tables: dict[str, pd.DataFrame]) -> None:
 
 def _refuse_foreign_tables(url: str, database: Path | None = None) -> None:
     """Raise unless every table at ``url`` is one the sample builder created (or none)."""
+    if database is not None and database.is_dir():
+        raise DataError(
+            f"refusing to write the sample warehouse to {url}: {database} is a folder; "
+            "point data.sample.url at a file (sqlite:///data/sample/warehouse.db)"
+        )
     if database is not None and not _is_sqlite_file(database):
         raise DataError(
             f"refusing to write the sample warehouse to {url}: {database} exists and is "
