@@ -8,8 +8,6 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from .data.validate import validate_frame
 from .errors import DataError
 from .features import to_model_frame
 from .serving.runtime import labels, load_predictor
+from .versioning import new_partial_file
 
 SQL_SOURCE = "sql"
 
@@ -87,12 +86,7 @@ def predict_batch(
     predictor = load_predictor(model_dir, cfg.serving.runtime)
     features = predictor.metadata.features
     id_column = cfg.data.id_column
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # A new, uniquely named file beside the output: never a file that already exists.
-    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
-    os.close(handle)
-    partial = Path(name)
-    partial.chmod(0o644)  # mkstemp files are private; predictions are shared like any output
+    partial = new_partial_file(output)
     writer = _ChunkWriter(partial, parquet=output.suffix.lower() == ".parquet")
     rows = chunks = positives = 0
     try:

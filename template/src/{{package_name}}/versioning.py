@@ -57,6 +57,18 @@ def publish(models_dir: Path, version: str, write: Callable[[Path], None]) -> Pa
     return final
 
 
+def new_partial_file(target: Path) -> Path:
+    """A new, empty, uniquely named file beside ``target`` to write into and then move over it:
+    never a file that already exists (a user's ``<name>.partial`` included). Readable by all,
+    like the result it becomes (mkstemp files are private)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(handle)
+    partial = Path(name)
+    partial.chmod(0o644)
+    return partial
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

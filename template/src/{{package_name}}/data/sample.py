@@ -15,8 +15,6 @@ the pipeline has real but imperfect signal to find.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..config import SampleDataConfig
 from ..errors import DataError
+from ..versioning import new_partial_file
 from .extract import make_engine, sqlite_file
 
 REGIONS = ["north", "south", "east", "west"]
@@ -145,16 +144,9 @@ def build_sample_warehouse(cfg: SampleDataConfig) -> dict[str, int]:
         )
     if database.exists():
         _refuse_foreign_tables(cfg.url, database)
-    database.parent.mkdir(parents=True, exist_ok=True)
-    # A new, uniquely named file beside the target: never a file that already exists.
-    handle, name = tempfile.mkstemp(
-        prefix=f".{database.name}.", suffix=".partial", dir=database.parent
-    )
-    os.close(handle)
-    partial = Path(name)
+    partial = new_partial_file(database)
     try:
         _write_to(url.set(database=str(partial)).render_as_string(hide_password=False), tables)
-        partial.chmod(0o644)  # mkstemp files are private; the sample is shared data
         partial.replace(database)
     except BaseException:
         partial.unlink(missing_ok=True)
