@@ -45,6 +45,8 @@ SHARED_PACKAGE_FILES = [
 ]
 CLASSICAL_PACKAGE_FILES = [
     "data/extract.py",
+    "data/profile.py",
+    "data/synthetic.py",
     "features.py",
     "onnx_export.py",
     "serving/sklearn_runtime.py",
@@ -61,6 +63,7 @@ PACKAGE_FILES_BY_TYPE = {
         "lifecycle/reference.py",
         "lifecycle/registry.py",
         "lifecycle/retrain.py",
+        "lifecycle/shifts.py",
         "lifecycle/simulate.py",
         "serving/champion.py",
         "serving/mlops.py",

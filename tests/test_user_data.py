@@ -1,6 +1,7 @@
-"""The user's data is never written: a project pointed at the user's own database (with a table
-named `customers`, like the sample's) or image folder runs every make target that can run here
-and the commands of its generated CI, and that data is byte-for-byte unchanged afterwards.
+"""Bring your own data: a project pointed at the user's own database (with a table named
+`customers`, like the sample's), files or image folder by config and SQL only runs every make
+target that can run here, its own tests and the commands of its generated CI, and that data is
+byte-for-byte unchanged afterwards. The tabular walk-through is docs/bring-your-own-data.md's.
 
 The sample is built only by `make data`, only at data.sample.url / data.sample.root, and
 `make clean` removes only what the project generated.
@@ -8,25 +9,45 @@ The sample is built only by `make data`, only at data.sample.url / data.sample.r
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from conftest import DL_PACKAGE, package_of, project_env, render, run
+from conftest import (
+    DL_PACKAGE,
+    TEMPLATE_ROOT,
+    free_port,
+    live_service,
+    package_of,
+    project_env,
+    render,
+    run,
+)
 
 pytestmark = pytest.mark.slow
+
+BYOD_PAGE = TEMPLATE_ROOT / "docs" / "bring-your-own-data.md"
 
 # Every target of the generated Makefile that opens the data source and runs without a
 # container engine, a network download or a long-running server, in the order a user would run
 # them; `clean` last. (The test targets run in tests/test_project.py: the generated tests work
 # in temporary folders only.)
-TABULAR_TARGETS = ["help", "data", "validate", "train", "evaluate", "predict"]
 MLOPS_TARGETS = ["registry", "retrain"]  # retrain: extract, validate, train, register, promote
 DL_TARGETS = ["help", "data", "validate", "train", "evaluate", "predict"]
 
@@ -84,65 +105,225 @@ def make(project: Path, python: Path, target: str, env: dict[str, str]) -> None:
     run(["make", target, f"PYTHON={python}"], cwd=project, env=env, timeout=900)
 
 
-def user_database(project: Path, python: Path, env: dict[str, str]) -> Path:
-    """The user's own SQLite file under data/: their customers, activity and labels (another
-    seed and size than the sample), a table of theirs the project knows nothing about, and no
-    trace of the sample builder."""
-    scratch = project.parent / f"{project.name}-scratch.db"
-    package = package_of(project)
-    prefix = package.upper()
-    overrides = {
-        f"{prefix}_DATA__SAMPLE__URL": f"sqlite:///{scratch}",
-        f"{prefix}_DATA__SAMPLE__N_CUSTOMERS": "1200",
-        f"{prefix}_DATA__SAMPLE__SEED": "3",
-    }
-    run([str(python), "-m", package, "data"], cwd=project, env={**env, **overrides})
-    database = project / "data" / "own.db"
-    database.parent.mkdir(exist_ok=True)
-    shutil.move(scratch, database)
-    with sqlite3.connect(database) as connection:
-        connection.execute("DROP TABLE sample_warehouse_tables")
-        connection.execute("CREATE TABLE notes (customer_id INTEGER, note TEXT)")
-        connection.execute("INSERT INTO notes VALUES (1, 'called twice'), (7, 'VIP')")
-    connection.close()
-    return database
+def doc_blocks() -> dict[str, str]:
+    """The titled code blocks of docs/bring-your-own-data.md: ``title -> text``. The walk-through
+    below uses them as they are, so the page cannot drift from what works."""
+    text = BYOD_PAGE.read_text(encoding="utf-8")
+    blocks = re.findall(r'^```\w+ title="([^"]+)"\n(.*?)^```', text, flags=re.MULTILINE | re.DOTALL)
+    return dict(blocks)
 
 
-@pytest.mark.parametrize("project_type", ["classical", "mlops"])
-def test_user_database_survives_every_make_target_and_ci_command(
-    tmp_path: Path, project_python: Path, project_type: str
+def update_config(project: Path, python: Path, section: str, values: dict[str, Any]) -> None:
+    """Set keys of one section of configs/config.yaml as a user would in an editor: the other
+    keys and every comment stay (round trip through ruamel.yaml, a project dependency)."""
+    script = (
+        "import json, sys\n"
+        "from ruamel.yaml import YAML\n"
+        "yaml = YAML()\n"
+        "path = 'configs/config.yaml'\n"
+        "with open(path, encoding='utf-8') as f: doc = yaml.load(f)\n"
+        "doc[sys.argv[1]].update(json.loads(sys.argv[2]))\n"
+        "with open(path, 'w', encoding='utf-8') as f: yaml.dump(doc, f)\n"
+    )
+    run([str(python), "-c", script, section, json.dumps(values)], cwd=project)
+
+
+def post_json(url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("project_type", "source"),
+    [
+        pytest.param("classical", "database", id="classical-sqlite"),
+        pytest.param("classical", "files", id="classical-parquet-csv"),
+        pytest.param("mlops", "database", id="mlops-sqlite"),
+        pytest.param("mlops", "files", id="mlops-parquet-csv"),
+    ],
+)
+def test_own_data_walkthrough_runs_every_target_and_leaves_data_unchanged(
+    tmp_path: Path, project_python: Path, project_type: str, source: str
 ) -> None:
-    project = render(tmp_path / "own-data", {"project_type": project_type, "ci": "github"})
+    """docs/bring-your-own-data.md, followed as written: the clinic data as a SQLite database
+    (with a table of the user's named `customers`) or as Parquet + CSV files; config and SQL
+    only; `profile --write`; then every make target a user runs, the service, the generated
+    tests and the generated CI's commands. The user's files are byte-for-byte unchanged."""
+    blocks = doc_blocks()
+    project = render(tmp_path / "clinic", {"project_type": project_type, "ci": "github"})
     package = package_of(project)
     env = project_env(project)
     env["PATH"] = f"{project_python.parent}{os.pathsep}{env['PATH']}"  # `python` in CI lines
-    database = user_database(project, project_python, env)
-    (project / "data" / "README.txt").write_text("our extract, 2026-11\n", encoding="utf-8")
-    # A file of the user's where the sample goes: `make clean` removes the sample, not this.
-    (project / "data" / "sample").mkdir()
-    (project / "data" / "sample" / "notes.txt").write_text("mine\n", encoding="utf-8")
-    set_config(project, "data", {"url": "sqlite:///data/own.db"})
+    (project / "make_clinic_data.py").write_text(blocks["make_clinic_data.py"], encoding="utf-8")
+    run([str(project_python), "make_clinic_data.py"], cwd=project, env=env)
+    for name in ("sql/training_set.sql", "sql/scoring_set.sql"):
+        (project / name).write_text(blocks[name], encoding="utf-8")
+    data_block = yaml.safe_load(
+        blocks[f"data: {'a database' if source == 'database' else 'files'}"]
+    )
+    update_config(project, project_python, "data", data_block["data"])
     before = fingerprint(project / "data")
 
-    targets = TABULAR_TARGETS + (MLOPS_TARGETS if project_type == "mlops" else [])
+    profiled = run(["make", "profile", "WRITE=1", f"PYTHON={project_python}"], cwd=project, env=env)
+    config = yaml.safe_load((project / "configs" / "config.yaml").read_text(encoding="utf-8"))
+    update_config(project, project_python, "data", {"leaky_columns": ["surgery_scheduled"]})
+    validated = run(["make", "validate", f"PYTHON={project_python}"], cwd=project, env=env)
+    targets = ["train", "evaluate", "predict"] + (MLOPS_TARGETS if project_type == "mlops" else [])
     for target in targets:
         make(project, project_python, target, env)
-    validated = run([str(project_python), "-m", package, "validate"], cwd=project, env=env)
+    with live_service(project_python, project, package, env) as base:
+        example = json.loads(urllib.request.urlopen(f"{base}/metadata", timeout=30).read())[
+            "input_example"
+        ]
+        answer = post_json(f"{base}/predict", example)
+    # The generated tests use data drawn from the config, not the source: the whole suite once
+    # per project type; with files, the fast part (config loading with data.tables set).
+    make(project, project_python, "test" if source == "database" else "test-fast", env)
     run_ci_commands(project, package, env)
+    predictions = (project / "reports" / "predictions.csv").read_text().splitlines()
     make(project, project_python, "clean", env)
 
-    assert "1200 rows" in validated.stdout, "training reads the user's database"
+    assert "surgery_scheduled" in profiled.stdout, "profile flags the leak"
+    features = config["features"]
+    assert len(features["numeric"]) == 30, "the 30 measurements are proposed"
+    assert not features.get("categorical"), features
+    assert "surgery_scheduled" not in str(features), "the leak is not proposed as a feature"
+    assert "data OK: 569 rows" in validated.stdout, "validate reads all of the user's rows"
+    assert "not used" not in validated.stdout, "every column is accounted for"
+    assert sorted(example) == sorted(f["name"] for f in features["numeric"]), "API = features"
+    assert answer["prediction"] in (0, 1), answer
+    assert len(predictions) == 569 + 1, "make predict scores every patient"
     assert fingerprint(project / "data") == before, "the user's files are byte-for-byte unchanged"
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
-    connection.close()
-    assert tables == {"customers", "activity", "labels", "notes"}
+    with sqlite3.connect(f"file:{project / 'data' / 'clinic.db'}?mode=ro", uri=True) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert tables == {"patients", "diagnoses", "customers"}, "no table added or removed"
     assert not (project / "models").exists(), "clean removes what the project generated"
+    if source == "files":
+        # A glob that matches nothing: one line, exit 1, nothing published.
+        update_config(
+            project,
+            project_python,
+            "data",
+            {
+                "tables": {
+                    "patients": "data/none/*.parquet",
+                    "diagnoses": "data/clinic/diagnoses.csv",
+                }
+            },
+        )
+        failed = run(
+            [str(project_python), "-m", package, "train"], cwd=project, env=env, check=False
+        )
+        errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+        assert failed.returncode == 1, failed.stderr
+        assert len(errors) == 1, failed.stderr
+        assert "data.tables.patients: no files match data/none/*.parquet" in errors[0]
+        assert not (project / "models").exists(), "no model published"
+
+
+DL_CLASSES = ("Fox", "barn owl", "hedge-hog")  # sorted, as the pipeline lists them
+DL_IMAGES_PER_CLASS = 40
+# The user's photos, written with the project's own NumPy and Pillow: per class 39 RGB PNGs of
+# 64x64 and one JPEG of another size, each class with a colour cast of its own and a bright
+# patch somewhere.
+DL_USER_IMAGES = """
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+root, per_class = Path(sys.argv[1]), int(sys.argv[2])
+for index, name in enumerate(sys.argv[3:]):
+    (root / name).mkdir(parents=True)
+    rng = np.random.default_rng(index)
+    for number in range(per_class):
+        jpeg = number == 0
+        height, width = (72, 96) if jpeg else (64, 64)
+        pixels = rng.normal(0.3, 0.1, (height, width, 3))
+        pixels[:, :, index] += 0.4
+        top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+        pixels[top : top + height // 3, left : left + width // 3] += 0.3
+        image = Image.fromarray(np.uint8(np.clip(pixels, 0, 1) * 255))
+        image.save(root / name / f"IMG_{number:04d}.{'jpg' if jpeg else 'png'}")
+"""
+
+
+def dl_write_user_images(python: Path, root: Path) -> None:
+    """The user's image folder: ``DL_CLASSES``, ``DL_IMAGES_PER_CLASS`` photos each, and a file
+    of theirs that is not an image."""
+    script = [str(python), "-c", DL_USER_IMAGES, str(root), str(DL_IMAGES_PER_CLASS)]
+    run([*script, *DL_CLASSES], cwd=root.parent)
+    (root / "NOTES.md").write_text("photos from the field trip, 2026-11\n", encoding="utf-8")
+
+
+def dl_ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/ready", timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
+@contextmanager
+def dl_make_serve(project: Path, python: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+    """`make serve` on a free port until ``/ready`` is 200; yields the base URL. make and the
+    service run in a session of their own, stopped together (SIGTERM to that group)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            ["make", "serve", f"PYTHON={python}", f"PORT={port}"],
+            cwd=project,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not dl_ready(base):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"`make serve` never became ready:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def dl_upload(url: str, image: Path) -> dict[str, Any]:
+    """POST ``image`` as the multipart field ``file``; the JSON answer."""
+    boundary = "copier-ml-upload"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{image.name}"'
+        "\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    body = head.encode() + image.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    content_type = f"multipart/form-data; boundary={boundary}"
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
 
 
 def test_user_image_folder_survives_every_make_target_and_ci_command(
     tmp_path: Path, dl_project: Path, dl_python: Path, dl_pipeline: dict[str, str]
 ) -> None:
+    """A deep-learning project pointed at the user's own photos by config only (data.root, a
+    64x64 RGB input, three classes that are not digits, a JPEG of another size among PNGs):
+    every make target, `make test` (the generated suite on this config), the generated CI's
+    commands and `make serve` with a real upload work; a missing or empty data root is one
+    error line and publishes nothing; the user's files are byte-for-byte unchanged."""
     project = tmp_path / "own-images"
     generated = {"data", "models", "checkpoints", "reports", "mlflow.db", "mlartifacts"}
     shutil.copytree(
@@ -159,27 +340,64 @@ def test_user_image_folder_survives_every_make_target_and_ci_command(
         project / "data" / "splits" / "manifest.csv",
     )
     env = project_env(project)
-    env["PATH"] = f"{dl_python.parent}{os.pathsep}{env['PATH']}"
-    # The user's images: 40 per class of three classes, their own folder and names, plus a
-    # file of theirs that is not an image.
+    env["PATH"] = f"{dl_python.parent}{os.pathsep}{env['PATH']}"  # `python` in CI lines
     mine = project / "data" / "photos"
-    sample = dl_project / "data" / "sample" / "digits"
-    for label, name in (("1", "one"), ("4", "four"), ("7", "seven")):
-        (mine / name).mkdir(parents=True)
-        for index, image in enumerate(sorted((sample / label).glob("*.png"))[:40]):
-            shutil.copyfile(image, mine / name / f"scan-{index:03d}.png")
-    (mine / "NOTES.md").write_text("scanned at 300 dpi\n", encoding="utf-8")
-    set_config(project, "data", {"root": "data/photos"})
+    dl_write_user_images(dl_python, mine)
+    set_config(project, "data", {"root": "data/photos", "image_size": "64", "channels": "3"})
     before = fingerprint(mine)
+    n_images = len(DL_CLASSES) * DL_IMAGES_PER_CLASS
 
+    outputs = {}
     for target in DL_TARGETS:
-        make(project, dl_python, target, env)
+        outputs[target] = run(["make", target, f"PYTHON={dl_python}"], cwd=project, env=env).stdout
+    tested = run(["make", "test", f"PYTHON={dl_python}"], cwd=project, env=env, timeout=900)
     run_ci_commands(project, DL_PACKAGE, env)
-    predictions = (project / "reports" / "predictions.csv").read_text().splitlines()
+    models = project / "models"
+    version = (models / "LATEST").read_text().strip()
+    metadata = json.loads((models / version / "metadata.json").read_text())
+    with dl_make_serve(project, dl_python, env, tmp_path / "serve.log") as base:
+        photo = mine / DL_CLASSES[1] / "IMG_0000.jpg"
+        answer = dl_upload(f"{base}/predict/image", photo)
+    published = fingerprint(models)
+    split_before = (project / "data" / "splits" / "manifest.csv").read_bytes()
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    refusals = {
+        root: run(
+            ["make", "train", f"PYTHON={dl_python}"],
+            cwd=project,
+            env={**env, f"{DL_PACKAGE.upper()}_DATA__ROOT": str(root)},
+            check=False,
+        )
+        for root in (project / "data" / "missing", tmp_path / "empty")
+    }
+    unchanged_models = fingerprint(models) == published
+    split_after = (project / "data" / "splits" / "manifest.csv").read_bytes()
+    with (project / "reports" / "predictions.csv").open(encoding="utf-8", newline="") as handle:
+        predictions = list(csv.DictReader(handle))
     make(project, dl_python, "clean", env)
 
-    assert len(predictions) == 3 * 40 + 1, "make predict scores the user's folder by default"
+    validated = f"data OK: {n_images} images in 3 classes"
+    assert validated in outputs["validate"], f"validate reads the user's folder: {outputs}"
+    assert metadata["classes"] == list(DL_CLASSES), "the classes are the user's folder names"
+    assert (metadata["image_size"], metadata["channels"]) == (64, 3), "the configured shape"
+    assert len(predictions) == n_images, "make predict scores the user's folder by default"
+    right = sum(row["path"].split("/")[0] == row["prediction"] for row in predictions)
+    assert right >= 0.9 * n_images, f"the model learned the user's classes: {right}/{n_images}"
+    summary = tested.stdout.strip().splitlines()[-1]
+    assert " passed" in summary, f"make test runs the generated suite: {summary}"
+    assert "failed" not in summary, f"and it passes on the user's config: {summary}"
+    assert answer["prediction"] in DL_CLASSES, f"the service classifies an upload: {answer}"
+    assert answer["model_version"] == metadata["version"], "with the published model"
+    for root, refused in refusals.items():
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert refused.returncode != 0, f"{root}: a non-zero exit"
+        assert len(errors) == 1, f"{root}: one error line: {refused.stderr}"
+        assert str(root) in errors[0], f"the error names the folder: {errors[0]}"
+    assert unchanged_models, "a refused training publishes nothing"
+    assert split_after == split_before, "nor rewrites the split manifest"
     assert fingerprint(mine) == before, "the user's images are byte-for-byte unchanged"
     split = (project / "data" / "splits" / "manifest.csv").read_text().splitlines()
-    assert len(split) == 3 * 40 + 1, "the sample's split was replaced by one of the user's folder"
-    assert sorted(p.name for p in (project / "data").iterdir()) == ["photos", "splits"]
+    assert len(split) == n_images + 1, "the sample's split was replaced by one of the user's folder"
+    assert sorted(p.name for p in (project / "data").iterdir()) == ["photos", "splits"], (
+        "clean removes the sample and nothing of the user's"
+    )

@@ -39,7 +39,7 @@ from .benchkit import (
     status_kb,
 )
 from .config import Config, load_config
-from .errors import ProjectError
+from .errors import DataError, ProjectError
 from .serving.runtime import OnnxPredictor
 from .settings import PACKAGE
 
@@ -63,13 +63,17 @@ def batch_peak_memory_mb(
     """Peak RSS of ``python -m <package> predict`` over a CSV of ``rows`` rows."""
     import pandas as pd
 
-    from .data.extract import iter_query, read_query, source_engine
+    from .predict import SQL_SOURCE, iter_input
 
-    engine = source_engine(cfg.data)
+    # The first chunk of the scoring query is enough to repeat: a scoring table of any size
+    # never has to fit in memory here.
+    chunks = iter_input(SQL_SOURCE, cfg, min(rows, 50_000))
     try:
-        base = pd.concat(list(iter_query(engine, read_query(cfg.data.scoring_query), 50_000)))
+        base = next(chunks)
+    except StopIteration:
+        raise DataError(f"{cfg.data.scoring_query} returned no rows to benchmark with") from None
     finally:
-        engine.dispose()
+        chunks.close()
     source = work / f"input_{rows}.csv"
     repeats = -(-rows // len(base))
     pd.concat([base] * repeats, ignore_index=True).head(rows).to_csv(source, index=False)

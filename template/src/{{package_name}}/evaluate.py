@@ -240,7 +240,7 @@ def evaluate(cfg: Config, version: str | None = None) -> EvaluationResult:
     pipeline = artifacts.load_pipeline(model_dir, metadata)
     holdout_ids = set(artifacts.read_json(model_dir / artifacts.HOLDOUT_FILE))
 
-    frame = validate_frame(extract_training_frame(cfg), cfg)
+    frame = validate_frame(extract_training_frame(cfg), cfg, source=str(cfg.data.query))
     test = frame[frame[cfg.data.id_column].isin(holdout_ids)]
     if test.empty:
         raise DataError(

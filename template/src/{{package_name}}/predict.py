@@ -8,7 +8,7 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from . import artifacts
 from .config import Config
-from .data.extract import iter_query, read_query, source_engine
+from .data.extract import iter_files, iter_query, read_query, resolve_files, source_engine
 from .data.validate import validate_frame
 from .errors import DataError
 from .features import to_model_frame
@@ -39,8 +39,9 @@ class PredictSummary:
     model_version: str
 
 
-def iter_input(source: str, cfg: Config, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """Chunks of ``source``: a .csv or .parquet path, or ``sql`` for ``data.scoring_query``."""
+def iter_input(source: str, cfg: Config, chunk_size: int) -> Generator[pd.DataFrame]:
+    """Chunks of ``source``: ``sql`` for ``data.scoring_query`` on ``data.url``, or CSV/Parquet
+    files (a file, a folder or a glob), read through the same DuckDB path as ``data.tables``."""
     if source == SQL_SOURCE:
         engine = source_engine(cfg.data)
         try:
@@ -48,23 +49,7 @@ def iter_input(source: str, cfg: Config, chunk_size: int) -> Iterator[pd.DataFra
         finally:
             engine.dispose()
         return
-    path = Path(source)
-    if not path.is_file():
-        raise DataError(f"input file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise DataError(f"unsupported input {path}: use a .csv or .parquet file, or 'sql'")
-    kind = "CSV" if suffix == ".csv" else "parquet"
-    try:
-        if suffix == ".csv":
-            yield from pd.read_csv(path, chunksize=chunk_size)
-        else:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
-                yield batch.to_pandas()
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"input {path} cannot be read as {kind}: {exc}") from None
-    except pa.ArrowException as exc:
-        raise DataError(f"input {path} cannot be read as {kind}: {exc}") from None
+    yield from iter_files(source, chunk_size, label="--input")
 
 
 def predict_batch(
@@ -78,8 +63,10 @@ def predict_batch(
     """Score ``source`` with the model (default: LATEST) and write ``output`` (.csv/.parquet)."""
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise DataError(f"unsupported output {output}: use a .csv or .parquet file name")
-    if source != SQL_SOURCE and Path(source).resolve() == output.resolve():
-        raise DataError(f"--output {output} is the input file: choose another output path")
+    if source != SQL_SOURCE and output.resolve() in {
+        path.resolve() for path in resolve_files(source, "--input")
+    }:
+        raise DataError(f"--output {output} is one of the input files: choose another path")
     if output.is_dir():
         raise DataError(f"--output {output} is a folder: give a file name (.csv or .parquet)")
     model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, version)
@@ -92,10 +79,9 @@ def predict_batch(
     try:
         for chunk in iter_input(source, cfg, chunk_size or cfg.data.chunk_size):
             chunk.index = pd.RangeIndex(rows, rows + len(chunk))  # row numbers for error reports
-            missing = [c for c in features.names if c not in chunk.columns]
-            if missing:
-                raise DataError(f"input {source} lacks feature column(s): {', '.join(missing)}")
-            valid = validate_frame(chunk, cfg, with_target=False, with_id=False)
+            valid = validate_frame(
+                chunk, cfg, with_target=False, with_id=False, source=f"input {source}"
+            )
             model_rows = to_model_frame(valid, features)
             probability = predictor.predict_columns(
                 {name: model_rows[name].to_numpy() for name in features.names}

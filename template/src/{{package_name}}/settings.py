@@ -113,10 +113,24 @@ def apply_env_overrides(
             child = dict(nested or {})
             target[key] = child
             target = child
-        # YAML parsing turns "9000" into an int and "false" into a bool, as in the file.
-        target[keys[-1]] = yaml.safe_load(value) if value else value
+        target[keys[-1]] = _env_value(value)
     _refuse_renamed_keys(raw)
     return raw
+
+
+def _env_value(value: str) -> Any:
+    """YAML parsing turns "9000" into an int and "false" into a bool, as in the file. A value
+    that only looks like a mapping (a URL ending in a colon, duckdb:///:memory:) or is not
+    YAML at all stays text; an explicit ``{...}`` is a mapping."""
+    if not value:
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(parsed, Mapping) and not value.lstrip().startswith("{"):
+        return value
+    return parsed
 
 
 def _refuse_renamed_keys(raw: Mapping[str, Any]) -> None:

@@ -78,7 +78,8 @@ def cross_validate_oof(
 def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
     """Run the whole training pipeline; ``frame`` replaces the SQL extract (tests, notebooks)."""
     raw = extract_training_frame(cfg) if frame is None else frame
-    data = validate_frame(raw, cfg)
+    source = "the training frame" if frame is not None else str(cfg.data.query)
+    data = validate_frame(raw, cfg, source=source)
     fingerprint = data_fingerprint(data)
     features = to_model_frame(data, cfg.features)
     y = data[cfg.data.target].to_numpy()

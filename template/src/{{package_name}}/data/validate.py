@@ -12,7 +12,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from ..config import Config
-from ..errors import DataValidationError
+from ..errors import DataError, DataValidationError
 
 MAX_REPORT_LINES = 20
 
@@ -38,17 +38,80 @@ def build_schema(
         # No dtype check: the allowed values are the real check, and a column that is entirely
         # missing in one chunk arrives as float, which a str dtype check would wrongly refuse.
         columns[categorical.name] = pa.Column(
-            None, checks=[pa.Check.isin(categorical.categories)], nullable=categorical.nullable
+            None, checks=[_in_categories(categorical.categories)], nullable=categorical.nullable
         )
     if with_target:
         columns[cfg.data.target] = pa.Column(int, checks=[pa.Check.isin([0, 1])], coerce=True)
     return pa.DataFrameSchema(columns, strict=False, coerce=False)
 
 
+def required_columns(cfg: Config, *, with_target: bool = True, with_id: bool = True) -> list[str]:
+    """The columns the data must have: the id, every feature, the target."""
+    columns = [cfg.data.id_column] if with_id else []
+    columns += cfg.features.names
+    if with_target:
+        columns.append(cfg.data.target)
+    return columns
+
+
+def unused_columns(frame: pd.DataFrame, cfg: Config) -> list[str]:
+    """Columns the data has that the config does not use (neither id, target, feature nor a
+    declared leaky column): worth a look, since they are silently left out of the model."""
+    known = {cfg.data.id_column, cfg.data.target, *cfg.features.names, *cfg.data.leaky_columns}
+    return [str(column) for column in frame.columns if column not in known]
+
+
+def check_columns(
+    frame: pd.DataFrame,
+    cfg: Config,
+    *,
+    with_target: bool = True,
+    with_id: bool = True,
+    source: str = "the data",
+) -> None:
+    """Raise one ``DataError`` naming every required column ``source`` lacks, and what it has."""
+    present = set(map(str, frame.columns))
+    missing = [
+        column
+        for column in required_columns(cfg, with_target=with_target, with_id=with_id)
+        if column not in present
+    ]
+    if missing:
+        roles = {cfg.data.id_column: "data.id_column", cfg.data.target: "data.target"}
+        named = ", ".join(f"{c} ({roles.get(c, 'feature')})" for c in missing)
+        has = ", ".join(map(str, frame.columns[:MAX_REPORT_LINES]))
+        more = len(frame.columns) - MAX_REPORT_LINES
+        has += f", ... {more} more" if more > 0 else ""
+        raise DataError(f"{source} lacks column(s) {named}; it has: {has}")
+
+
+def _in_categories(categories: list[str]) -> pa.Check:
+    """The allowed values, compared as text (as the model sees them): a source that returns
+    a code column as integers (``3``) matches the category ``"3"``."""
+    allowed = set(categories)
+    return pa.Check(
+        lambda series: series.map(lambda value: str(value) in allowed),
+        element_wise=False,
+        name="isin",
+        error=f"isin({sorted(allowed)})",
+    )
+
+
 def validate_frame(
-    frame: pd.DataFrame, cfg: Config, *, with_target: bool = True, with_id: bool = True
+    frame: pd.DataFrame,
+    cfg: Config,
+    *,
+    with_target: bool = True,
+    with_id: bool = True,
+    source: str = "the data",
 ) -> pd.DataFrame:
-    """Return the validated (type-coerced) frame, or raise ``DataValidationError``."""
+    """Return the validated (type-coerced) frame, or raise ``DataValidationError``.
+
+    ``source`` names where the rows came from in the messages (e.g. the query file).
+    """
+    check_columns(frame, cfg, with_target=with_target, with_id=with_id, source=source)
+    if with_target:
+        check_target_present(frame, cfg, source)
     schema = build_schema(cfg, with_target=with_target, with_id=with_id)
     try:
         validated: pd.DataFrame = schema.validate(frame, lazy=True)
@@ -66,6 +129,24 @@ def validate_frame(
                 "a classifier needs both classes",
             )
     return validated
+
+
+def check_target_present(frame: pd.DataFrame, cfg: Config, source: str) -> None:
+    """A training row without a label cannot be used: say how many and which, up front."""
+    target = cfg.data.target
+    missing = frame[target].isna()
+    if missing.any():
+        ids = cfg.data.id_column
+        examples = (
+            frame.loc[missing, ids].head(3).tolist()
+            if ids in frame.columns
+            else frame.index[missing][:3].tolist()
+        )
+        raise DataError(
+            f"{source}: the target {target} is missing in {int(missing.sum())} of {len(frame)} "
+            f"rows (e.g. {ids} {', '.join(map(str, examples))}); leave unlabelled rows out in "
+            f"the query (WHERE {target} IS NOT NULL)"
+        )
 
 
 def failure_report(failure_cases: pd.DataFrame) -> str:

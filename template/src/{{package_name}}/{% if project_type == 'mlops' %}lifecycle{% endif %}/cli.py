@@ -12,6 +12,7 @@ import typer
 from ..config import Config, load_config
 from ..logging_config import configure_logging
 from ..settings import PACKAGE
+from .shifts import DRIFT_RULES
 
 if TYPE_CHECKING:
     from .promotion import Decision
@@ -160,12 +161,19 @@ def register(app: typer.Typer, user_errors: UserErrors) -> None:
         config: ConfigOption = DEFAULT_CONFIG,
         rows: Annotated[int, typer.Option(min=1, help="Records to send.")] = 2000,
         drift: Annotated[
-            bool, typer.Option(help="Shift a few features (--no-drift: same distribution).")
+            bool,
+            typer.Option(
+                help=f"Shift a few features: {DRIFT_RULES} (--no-drift: the rows as they are)."
+            ),
         ] = True,
-        seed: Annotated[int, typer.Option(help="Seed of the generated customers.")] = 7,
+        seed: Annotated[int, typer.Option(help="Seed of the sample and of the drift.")] = 7,
+        batch_size: Annotated[
+            int, typer.Option(min=1, help="Records per request (at most serving.max_batch_size).")
+        ] = 200,
     ) -> None:
-        """Send generated traffic (drifted by default) through the service's /predict/batch."""
+        """Send a random sample of the scoring rows (data.scoring_query), drifted by default,
+        through the service's /predict/batch; `monitor` then compares it with the reference."""
         from .simulate import simulate as send
 
-        summary = send(_load(config), url, rows=rows, drift=drift, seed=seed)
+        summary = send(_load(config), url, rows=rows, drift=drift, seed=seed, batch_size=batch_size)
         typer.echo(str(summary))

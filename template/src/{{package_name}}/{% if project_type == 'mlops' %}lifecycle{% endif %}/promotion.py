@@ -98,7 +98,11 @@ def promote(cfg: Config, frame: pd.DataFrame | None = None) -> Decision:
                 reasons=[f"version {challenger.version} is already the champion"],
             ),
         )
-    data = validate_frame(extract_training_frame(cfg), cfg) if frame is None else frame
+    data = (
+        validate_frame(extract_training_frame(cfg), cfg, source=str(cfg.data.query))
+        if frame is None
+        else frame
+    )
     with (
         registry.fetched(cfg, challenger) as challenger_dir,
         registry.fetched(cfg, champion) as champion_dir,

@@ -41,6 +41,6 @@ def retrain(cfg: Config) -> RetrainResult:
 def _train_registered(cfg: Config) -> tuple[pd.DataFrame, TrainResult, Registered]:
     # Extracted and validated once: the same rows train the model and build its drift
     # reference, and the gate scores both models on them.
-    frame = validate_frame(extract_training_frame(cfg), cfg)
+    frame = validate_frame(extract_training_frame(cfg), cfg, source=str(cfg.data.query))
     trained = train(cfg, frame)
     return frame, trained, register_training(cfg, trained, frame)

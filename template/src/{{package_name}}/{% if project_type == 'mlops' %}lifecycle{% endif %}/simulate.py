@@ -1,17 +1,29 @@
-"""Traffic simulation: send a fresh batch of customers to a running service, optionally drifted.
+"""Traffic simulation: send a sample of the project's own scoring rows to a running service,
+optionally drifted.
 
-The batch is built the way the training data is: a sample warehouse with another seed, read
-through ``data.scoring_query``. With ``drift=True`` it then moves the way a real population
-does after a price change:
+The traffic is a seeded random sample of ``data.scoring_query`` on ``data.url``, read-only and
+in chunks of ``data.chunk_size``. Each row gets a random key and the ``rows`` smallest keys stay,
+so memory holds the sample and one chunk whatever the table's size, and the sample does not
+depend on the chunk size. A table with fewer rows than asked for is sent whole, then rows are
+drawn again. Rows the API would refuse (a value outside the config's bounds or categories, or
+missing where the feature is not nullable) are left out and counted.
 
-- ``monthly_charges``: every plan costs 40% more;
-- ``plan``: 40% of standard and premium customers move down to basic (and pay basic prices);
-- ``tenure_months``: a campaign brought in new customers, so tenure is about halved;
-- ``payment_method``: a payment provider stopped reporting it for 15% more customers.
+Without drift the traffic looks like the data the model was trained on, so ``monitor`` says
+``ok``. With ``drift=True`` a few of the configured features move, whatever they are (the
+numbers are in ``shifts.py``):
 
-Every value stays inside the feature bounds of the config (the API refuses anything else), so
-the drift shows up in ``monitor``, not as 422s. The service logs what it scores; ``make
-monitor`` then compares that traffic with the champion's training reference.
+- numeric: the first two features whose values vary move by one standard deviation, toward the
+  side with more room before the config's ``max`` or ``min`` (and clipped to them: the API
+  refuses anything outside);
+- categorical: in the first feature with two or more categories, 60% of the rows of the other
+  categories move to its least frequent category;
+- missing values: the first nullable feature not moved above (else the first nullable one)
+  goes missing for 15% more rows.
+
+Any one of these moves is a major shift (PSI well above ``monitoring.psi_alert``), so
+``monitor`` alerts on a few hundred drifted rows. The summary lists what moved, and by how
+much. The service logs what it scores; ``make monitor`` then compares that traffic with the
+champion's training reference.
 """
 
 from __future__ import annotations
@@ -19,38 +31,35 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..config import Config
-from ..data.extract import iter_query, make_engine, read_query
-from ..data.sample import PLAN_PRICE, build_sample_warehouse
+from ..config import Config, NumericFeature
+from ..data.extract import iter_query, read_query, source_engine
 from ..errors import ProjectError
 from ..settings import PACKAGE
+from .shifts import CATEGORY_SHARE, EXTRA_MISSING, NUMERIC_SHIFTED, SHIFT_SD
 
 logger = logging.getLogger(__name__)
+# Bytes of a batch request that are not records: {"records": [...]}, with room to spare.
+BODY_ENVELOPE_BYTES = 64
 
-# What drift=True changes, for the README and `simulate --help`.
-SHIFTS: dict[str, str] = {
-    "monthly_charges": "+40% on every plan",
-    "plan": "40% of standard/premium customers move to basic",
-    "tenure_months": "halved (a wave of new customers)",
-    "payment_method": "missing for 15% more customers",
-}
-SHIFTED_FEATURES = tuple(SHIFTS)
-PRICE_RISE = 1.4
-DOWNGRADE_SHARE = 0.4
-TENURE_FACTOR = 0.5
-EXTRA_MISSING_PAYMENT = 0.15
+
+@dataclass(frozen=True)
+class Traffic:
+    """The records to send, and the scoring rows they were drawn from."""
+
+    records: list[dict[str, Any]]
+    source_rows: int  # scoring rows the API accepts (the sample's population)
+    left_out: int  # scoring rows with a value the API would refuse
+    shifts: dict[str, str] = field(default_factory=dict)  # feature -> what drift did to it
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,9 @@ class SimulationSummary:
     model_versions: tuple[str, ...]
     drift: bool
     elapsed_s: float
+    source_rows: int  # scoring rows the records were sampled from
+    left_out: int  # scoring rows left out: the API would refuse them
+    shifts: dict[str, str]  # feature -> what drift did to it
 
     @property
     def positive_rate(self) -> float:
@@ -77,6 +89,12 @@ class SimulationSummary:
         lines = [
             f"sent {self.rows} {kind} records to {self.url} in {self.requests} requests "
             f"({self.elapsed_s:.1f}s)",
+            f"  sampled from {self.source_rows} scoring rows (data.scoring_query)"
+            + (
+                f"; {self.left_out} rows left out: the API would refuse their values"
+                if self.left_out
+                else ""
+            ),
             f"  scored {self.scored}, predicted positive {self.positives} "
             f"({self.positive_rate:.1%}), model version(s): "
             f"{', '.join(self.model_versions) or 'none'}",
@@ -84,13 +102,9 @@ class SimulationSummary:
         if self.failures:
             lines.append(f"  {self.failures} requests failed; first: {self.first_error}")
         if self.drift:
-            lines.append(f"  shifted: {', '.join(SHIFTED_FEATURES)}")
+            lines.append("  shifted:" if self.shifts else "  shifted: nothing (no feature varies)")
+            lines += [f"    {name}: {change}" for name, change in self.shifts.items()]
         return "\n".join(lines)
-
-
-def shifted_features() -> tuple[str, ...]:
-    """The features ``drift=True`` moves."""
-    return SHIFTED_FEATURES
 
 
 def simulate(
@@ -103,9 +117,11 @@ def simulate(
     batch_size: int = 200,
     timeout_s: float = 10.0,
 ) -> SimulationSummary:
-    """Build ``rows`` records and POST them to ``{url}/predict/batch`` in chunks of
-    ``batch_size`` (at most ``serving.max_batch_size``). A service that does not answer ends
-    the run with a ``ProjectError``; error answers are counted and the run goes on."""
+    """Sample ``rows`` records from the scoring rows (drifted if asked) and POST them to
+    ``{url}/predict/batch`` in chunks of ``batch_size`` (fewer if the service's limits,
+    ``serving.max_batch_size`` and ``serving.max_body_bytes``, need it). A service that does
+    not answer ends the run with a ``ProjectError``; error answers are counted and the run
+    goes on."""
     if rows < 1:
         raise ProjectError(f"simulate: rows must be at least 1, got {rows}")
     if batch_size < 1:
@@ -113,8 +129,9 @@ def simulate(
     base = url.rstrip("/")
     if not base.startswith(("http://", "https://")):
         raise ProjectError(f"simulate: '{url}' is not an http(s) URL (e.g. http://127.0.0.1:8000)")
-    records = build_records(cfg, rows=rows, drift=drift, seed=seed)
-    size = min(batch_size, cfg.serving.max_batch_size)
+    traffic = build_traffic(cfg, rows=rows, drift=drift, seed=seed)
+    records = traffic.records
+    size = records_per_request(records, cfg, batch_size)
     requests = failures = scored = positives = 0
     first_error: str | None = None
     versions: set[str] = set()
@@ -143,6 +160,9 @@ def simulate(
         model_versions=tuple(sorted(versions)),
         drift=drift,
         elapsed_s=time.perf_counter() - started,
+        source_rows=traffic.source_rows,
+        left_out=traffic.left_out,
+        shifts=traffic.shifts,
     )
     logger.info(
         "simulate: %d records in %d requests to %s (%d failed) in %.1fs",
@@ -155,80 +175,199 @@ def simulate(
     return summary
 
 
-def build_records(cfg: Config, *, rows: int, drift: bool, seed: int) -> list[dict[str, Any]]:
-    """``rows`` API records (feature name -> value, None for missing), drifted if asked."""
-    frame = _scoring_frame(cfg, rows, seed)
-    missing = [name for name in cfg.features.names if name not in frame.columns]
-    if missing:
-        raise ProjectError(
-            f"simulate: {cfg.data.scoring_query} does not return {', '.join(missing)} from the "
-            "sample warehouse; simulate builds traffic from the sample data's features"
-        )
-    frame = frame[cfg.features.names].head(rows).copy()
+def records_per_request(records: list[dict[str, Any]], cfg: Config, batch_size: int) -> int:
+    """``batch_size``, or fewer so a request stays within ``serving.max_batch_size`` records
+    and ``serving.max_body_bytes`` (a wide table's records are long)."""
+    longest = max((len(json.dumps(record, allow_nan=False)) for record in records), default=1)
+    # Each record also takes a comma; the envelope {"records": []} a few bytes more.
+    fitting = (cfg.serving.max_body_bytes - BODY_ENVELOPE_BYTES) // (longest + 2)
+    return max(1, min(batch_size, cfg.serving.max_batch_size, fitting))
+
+
+def build_traffic(cfg: Config, *, rows: int, drift: bool, seed: int) -> Traffic:
+    """``rows`` API records (feature name -> value, None for missing) sampled from the scoring
+    rows with ``seed``, drifted if asked. The same seed gives the same records."""
+    sample, accepted, refused = sample_scoring_rows(cfg, rows, np.random.default_rng(seed))
+    shifts: dict[str, str] = {}
     if drift:
-        frame = _drift(frame, cfg, np.random.default_rng(seed + 1))
-    return _to_records(frame, cfg)
+        sample, shifts = drift_frame(sample, cfg, np.random.default_rng(seed + 1))
+    return Traffic(_to_records(sample, cfg), accepted, refused, shifts)
 
 
-def _scoring_frame(cfg: Config, rows: int, seed: int) -> pd.DataFrame:
-    """The scoring query run on a throwaway sample warehouse with ``seed``."""
-    with tempfile.TemporaryDirectory(prefix="simulate-") as folder:
-        sample = cfg.data.sample.model_copy(
-            update={
-                "url": f"sqlite:///{Path(folder) / 'warehouse.db'}",
-                "n_customers": max(rows, 100),
-                "seed": seed,
-            }
-        )
-        build_sample_warehouse(sample)
-        engine = make_engine(sample.url)
-        try:
-            chunks = list(
-                iter_query(engine, read_query(cfg.data.scoring_query), cfg.data.chunk_size)
+def sample_scoring_rows(
+    cfg: Config, rows: int, rng: np.random.Generator
+) -> tuple[pd.DataFrame, int, int]:
+    """A uniform random sample of ``rows`` scoring rows the API accepts, in random order (all
+    of them, then more drawn again, if there are fewer), as ``normalized`` values; with the
+    number of rows accepted and left out."""
+    names = cfg.features.names
+    kept: pd.DataFrame | None = None
+    keys = np.empty(0)
+    accepted = refused = 0
+    engine = source_engine(cfg.data)
+    try:
+        chunks = iter_query(engine, read_query(cfg.data.scoring_query), cfg.data.chunk_size)
+        for chunk in chunks:
+            missing = [name for name in names if name not in chunk.columns]
+            if missing:
+                raise ProjectError(
+                    f"simulate: data.scoring_query ({cfg.data.scoring_query}) does not return "
+                    f"the feature(s) {', '.join(missing)}: simulate sends the scoring rows' "
+                    "features, so the query must select every feature in the config"
+                )
+            values, valid = normalized(chunk, cfg)
+            refused += int((~valid).sum())
+            values = values[valid]
+            accepted += len(values)
+            # Keys for the rows in order: the same draws whatever the chunk size.
+            chunk_keys = rng.random(len(values))
+            kept = values if kept is None else pd.concat([kept, values], ignore_index=True)
+            keys = np.concatenate([keys, chunk_keys])
+            if len(kept) > rows:
+                smallest = np.argpartition(keys, rows - 1)[:rows]
+                kept, keys = kept.iloc[smallest].reset_index(drop=True), keys[smallest]
+    finally:
+        engine.dispose()
+    if kept is None or kept.empty:
+        where = f"data.scoring_query ({cfg.data.scoring_query})"
+        if refused:
+            raise ProjectError(
+                f"simulate: all {refused} rows of {where} have a value the API refuses (outside "
+                "the config's min/max or categories, or missing where the feature is not "
+                "nullable): make the features section of the config describe the data"
             )
-        finally:
-            engine.dispose()
-    return pd.concat(chunks, ignore_index=True)
-
-
-def _drift(frame: pd.DataFrame, cfg: Config, rng: np.random.Generator) -> pd.DataFrame:
-    """Shift the features in ``SHIFTS`` that the config has (see the module docstring)."""
-    n = len(frame)
-    columns = set(frame.columns)
-    if "plan" in columns:
-        downgrade = frame["plan"].isin(["standard", "premium"]).to_numpy() & (
-            rng.random(n) < DOWNGRADE_SHARE
+        raise ProjectError(
+            f"simulate: {where} returned no rows: simulate sends a sample of the scoring rows"
         )
-        frame.loc[downgrade, "plan"] = "basic"
-        if "monthly_charges" in columns:
-            repriced = PLAN_PRICE["basic"] * rng.lognormal(0, 0.15, size=int(downgrade.sum()))
-            frame.loc[downgrade, "monthly_charges"] = repriced.round(2)
-    if "monthly_charges" in columns:
-        frame["monthly_charges"] = (frame["monthly_charges"] * PRICE_RISE).round(2)
-    if "tenure_months" in columns:
-        frame["tenure_months"] = (frame["tenure_months"] * TENURE_FACTOR).round()
-    nullable = {f.name for f in cfg.features.categorical if f.nullable}
-    if "payment_method" in nullable:
-        lost = rng.random(n) < EXTRA_MISSING_PAYMENT
-        frame["payment_method"] = frame["payment_method"].astype(object)
-        frame.loc[lost, "payment_method"] = None
-    return frame
+    sample = kept.iloc[np.argsort(keys)].reset_index(drop=True)
+    if len(sample) < rows:
+        again = rng.integers(0, len(sample), size=rows - len(sample))
+        sample = pd.concat([sample, sample.iloc[again]], ignore_index=True)
+    return sample, accepted, refused
+
+
+def normalized(chunk: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
+    """The feature columns as the API takes them (numbers as floats, whole numbers for an int
+    feature, NaN for missing; categories as strings, None for missing), and which rows the API
+    would accept (every value within the config's bounds and categories)."""
+    rows = len(chunk)
+    valid = np.ones(rows, dtype=bool)
+    columns: dict[str, Any] = {}
+    for feature in cfg.features.numeric:
+        raw = chunk[feature.name]
+        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        if feature.dtype == "int":
+            numbers = np.round(numbers)
+        missing = np.isnan(numbers)
+        valid &= ~(missing & raw.notna().to_numpy())  # text where a number should be
+        valid &= ~np.isinf(numbers)
+        if not feature.nullable:
+            valid &= ~missing
+        low, high = _bounds(feature)
+        with np.errstate(invalid="ignore"):
+            valid &= missing | ((numbers >= low) & (numbers <= high))
+        columns[feature.name] = numbers
+    for categorical in cfg.features.categorical:
+        allowed = set(categorical.categories)
+        labels = np.array(
+            [None if pd.isna(value) else str(value) for value in chunk[categorical.name]],
+            dtype=object,
+        )
+        known = np.array([label in allowed for label in labels], dtype=bool)
+        absent = np.array([label is None for label in labels], dtype=bool)
+        valid &= known | (absent & categorical.nullable)
+        columns[categorical.name] = labels
+    return pd.DataFrame(columns, index=range(rows)), valid
+
+
+def drift_frame(
+    frame: pd.DataFrame, cfg: Config, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Move the features the drift rule picks (see the module docstring); return the drifted
+    copy and, per moved feature, what changed."""
+    frame = frame.copy()
+    rows = len(frame)
+    shifts: dict[str, str] = {}
+    for feature in cfg.features.numeric:
+        if len(shifts) == NUMERIC_SHIFTED:
+            break
+        change = _shift_numeric(frame, feature)
+        if change is not None:
+            shifts[feature.name] = change
+    for categorical in cfg.features.categorical:
+        if len(categorical.categories) < 2:
+            continue
+        labels = frame[categorical.name].to_numpy(dtype=object).copy()
+        counts = {name: int(np.sum(labels == name)) for name in categorical.categories}
+        rarest = min(categorical.categories, key=counts.__getitem__)
+        movable = np.array([label is not None and label != rarest for label in labels])
+        moved = movable & (rng.random(rows) < CATEGORY_SHARE)
+        labels[moved] = rarest
+        frame[categorical.name] = labels
+        shifts[categorical.name] = (
+            f"{int(moved.sum())} rows ({moved.mean():.0%}) moved to '{rarest}', the rarest category"
+        )
+        break
+    numeric_names = {f.name for f in cfg.features.numeric}
+    nullable = [f.name for f in cfg.features.numeric if f.nullable]
+    nullable += [c.name for c in cfg.features.categorical if c.nullable]
+    candidates = [name for name in nullable if name not in shifts] or nullable
+    if candidates:
+        name = candidates[0]
+        present = frame[name].notna().to_numpy()
+        lost = present & (rng.random(rows) < EXTRA_MISSING)
+        if name in numeric_names:
+            frame.loc[lost, name] = np.nan
+        else:
+            frame.loc[lost, name] = None
+        change = f"missing for {lost.mean():.0%} more rows"
+        shifts[name] = f"{shifts[name]}; {change}" if name in shifts else change
+    return frame, shifts
+
+
+def _shift_numeric(frame: pd.DataFrame, feature: NumericFeature) -> str | None:
+    """Move ``feature`` by ``SHIFT_SD`` standard deviations toward the bound with more room,
+    clipped to the bounds; None (nothing changed) when its values do not vary."""
+    values = frame[feature.name].to_numpy(dtype=np.float64)
+    present = values[~np.isnan(values)]
+    spread = float(present.std()) if present.size > 1 else 0.0
+    if spread == 0.0:
+        return None
+    step = SHIFT_SD * spread
+    if feature.dtype == "int":
+        step = max(1.0, float(round(step)))
+    low, high = _bounds(feature)
+    median = float(np.median(present))
+    if high - median < median - low:
+        step = -step
+    frame[feature.name] = np.clip(values + step, low, high)
+    clipped = int(np.sum((present + step < low) | (present + step > high)))
+    held = f", {clipped} values held at the bound" if clipped else ""
+    return f"{step:+.6g} ({SHIFT_SD:g} standard deviation{held})"
+
+
+def _bounds(feature: NumericFeature) -> tuple[float, float]:
+    """The values the API takes for ``feature`` (whole numbers within them for an int)."""
+    low = -math.inf if feature.min is None else feature.min
+    high = math.inf if feature.max is None else feature.max
+    if feature.dtype == "int":
+        low, high = float(math.ceil(low)), float(math.floor(high))
+    return low, high
 
 
 def _to_records(frame: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
-    """JSON-ready records: numbers clipped to the config's bounds and typed as the API expects
-    (strict: an int feature takes a JSON integer), NaN as None."""
+    """JSON-ready records from ``normalized`` values: an int feature as a JSON integer (the
+    API is strict), NaN as None."""
     columns: dict[str, list[Any]] = {}
     for feature in cfg.features.numeric:
-        values = pd.to_numeric(frame[feature.name], errors="coerce").astype(float)
-        values = values.clip(lower=feature.min, upper=feature.max)
         cast = int if feature.dtype == "int" else float
         columns[feature.name] = [
-            None if math.isnan(v) else cast(round(v) if cast is int else v) for v in values.tolist()
+            None if math.isnan(value) else cast(value)
+            for value in frame[feature.name].to_numpy(dtype=np.float64).tolist()
         ]
     for categorical in cfg.features.categorical:
         columns[categorical.name] = [
-            v if isinstance(v, str) else None for v in frame[categorical.name].tolist()
+            value if isinstance(value, str) else None for value in frame[categorical.name]
         ]
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]

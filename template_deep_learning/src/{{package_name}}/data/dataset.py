@@ -111,6 +111,23 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         raise DataError(f"manifest {path} cannot be read: {exc}") from None
 
 
+def refuse_writing_into_own_images(cfg: DataConfig) -> None:
+    """Raise ``DataError`` if the manifest or the sample would be written inside ``data.root``
+    when it is your own image folder (only the sample's own folder is ever written to)."""
+    if cfg.uses_sample:
+        return
+    suggestions = {
+        "data.manifest": (cfg.manifest, "data/splits/manifest.csv"),
+        "data.sample.root": (cfg.sample.root, "data/sample/digits"),
+    }
+    for setting, (path, suggestion) in suggestions.items():
+        if path.resolve().is_relative_to(cfg.root.resolve()):
+            raise DataError(
+                f"{setting} {path} lies inside your image folder data.root ({cfg.root}), "
+                f"which is never written: point {setting} elsewhere, e.g. {suggestion}"
+            )
+
+
 def create_manifest(cfg: DataConfig) -> list[ManifestRow]:
     """Split the images found under ``cfg.root`` and write the manifest; return its rows."""
     images = scan_image_folder(cfg.root)

@@ -17,7 +17,12 @@ import numpy as np
 from ..config import DataConfig, SampleDataConfig
 from ..errors import DataError
 from ..imaging import encode_png
-from .dataset import create_manifest, read_manifest, scan_image_folder
+from .dataset import (
+    create_manifest,
+    read_manifest,
+    refuse_writing_into_own_images,
+    scan_image_folder,
+)
 
 DIGITS_MAX_VALUE = 16.0
 
@@ -33,18 +38,14 @@ def prepare_dataset(cfg: DataConfig, *, resplit: bool = False, if_used: bool = F
        ``if_used``, only when ``data.root`` is the sample). Nothing else is ever written there.
     2. ``data.root`` (the sample or your own images) gets a split manifest at ``data.manifest``
        if it has none, or a new one with ``resplit``. ``data.root`` itself is only read: a
-       manifest inside your own image folder is refused.
+       manifest or a sample folder inside your own image folder is refused before anything
+       is written.
     """
+    refuse_writing_into_own_images(cfg)
     done = []
     if (cfg.uses_sample or not if_used) and not folder_has_images(cfg.sample.root):
         count = write_sample_digits(cfg.sample)
         done.append(f"wrote {count} sample digit images to {cfg.sample.root}/")
-    if not cfg.uses_sample and cfg.manifest.resolve().is_relative_to(cfg.root.resolve()):
-        raise DataError(
-            f"data.manifest {cfg.manifest} lies inside your image folder data.root "
-            f"({cfg.root}), which is never written: point data.manifest elsewhere, "
-            "e.g. data/splits/manifest.csv"
-        )
     if resplit or not cfg.manifest.is_file():
         rows = create_manifest(cfg)
         done.append(f"wrote a stratified split of {len(rows)} images to {cfg.manifest}")

@@ -17,7 +17,14 @@ from ..config import DataConfig
 from ..errors import DataError, DataValidationError
 from ..imaging import decode_image
 from ..settings import PACKAGE
-from .dataset import SPLITS, ManifestRow, create_manifest, read_manifest, scan_image_folder
+from .dataset import (
+    SPLITS,
+    ManifestRow,
+    create_manifest,
+    read_manifest,
+    refuse_writing_into_own_images,
+    scan_image_folder,
+)
 
 MIN_CLASSES = 2
 MAX_LISTED_PROBLEMS = 25
@@ -99,6 +106,7 @@ def validate_dataset(cfg: DataConfig, *, create_missing_manifest: bool = True) -
     manifest_created = False
     rows: list[ManifestRow] = []
     if not cfg.manifest.is_file() and create_missing_manifest and not problems:
+        refuse_writing_into_own_images(cfg)
         rows = create_manifest(cfg)
         manifest_created = True
         notes.append(f"no manifest found: wrote a stratified split to {cfg.manifest}")
