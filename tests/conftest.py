@@ -299,7 +299,7 @@ def live_service(
             )
         try:
             deadline = time.monotonic() + timeout
-            while not _ready(base):
+            while not answers_ready(base):
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"{base} never became ready:\n{log.read_text()[-3000:]}")
                 time.sleep(0.2)
@@ -313,7 +313,8 @@ def live_service(
                 server.wait()
 
 
-def _ready(base: str) -> bool:
+def answers_ready(base: str) -> bool:
+    """Whether the service at ``base`` answers 200 on /ready right now."""
     try:
         with urllib.request.urlopen(f"{base}/ready", timeout=5) as response:
             return bool(response.status == 200)
