@@ -47,7 +47,14 @@ def test_pipeline_produces_model_reports_and_predictions(
     assert (project / "mlflow.db").is_file()
 
 
-@pytest.mark.parametrize("variant", RUN_VARIANTS)
+# The random-forest project's generated suite runs in test_user_data.py instead, on a project
+# pointed at the user's own database (the suite's data follows the config, not the sample).
+SUITE_VARIANTS = [
+    name for name, answers in RUN_VARIANTS.items() if answers.get("model") != "random_forest"
+]
+
+
+@pytest.mark.parametrize("variant", SUITE_VARIANTS)
 def test_generated_test_suite_passes(
     rendered: dict[str, Path], project_python: Path, variant: str
 ) -> None:
