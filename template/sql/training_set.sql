@@ -1,7 +1,9 @@
 -- Training table: one row per customer with usage aggregated over the activity months.
 -- Portable SQL (SQLite and PostgreSQL): explicit GROUP BY columns, CAST for averages,
--- NULLIF against division by zero. retention_call_made is selected for analysis but listed
--- in data.leaky_columns, so the pipeline never uses it.
+-- NULLIF against division by zero. The sample has one outcome per task (churned,
+-- outcome, revenue_next_quarter): data.target names the one the model predicts; the others and
+-- retention_call_made are known only afterwards, so data.leaky_columns keeps them out of the
+-- model.
 SELECT
     c.customer_id,
     c.age,
@@ -17,11 +19,13 @@ SELECT
     CAST(SUM(a.support_tickets) AS DOUBLE PRECISION) / NULLIF(COUNT(a.month), 0)
         AS tickets_per_active_month,
     l.retention_call_made,
-    l.churned
+    l.churned,
+    l.outcome,
+    l.revenue_next_quarter
 FROM customers AS c
 JOIN labels AS l ON l.customer_id = c.customer_id
 LEFT JOIN activity AS a ON a.customer_id = c.customer_id
 GROUP BY
     c.customer_id, c.age, c.region, c.plan, c.payment_method, c.monthly_charges,
-    c.tenure_months, l.retention_call_made, l.churned
+    c.tenure_months, l.retention_call_made, l.churned, l.outcome, l.revenue_next_quarter
 ORDER BY c.customer_id

@@ -21,9 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from .config import FeaturesConfig
+from .config import FeaturesConfig, Label, TaskName
 from .errors import ModelNotFoundError
 from .versioning import (
     LATEST_FILE,
@@ -71,14 +71,18 @@ class ModelMetadata(BaseModel):
     version: str
     created_at: str
     project: str
-    task: str = "binary_classification"
+    task: TaskName = "binary_classification"
     model_name: str
     model_params: dict[str, Any]
     target: str
     id_column: str
-    positive_label: int = 1
-    threshold: float
+    # Classification: the labels in the order of the model's class indices (binary: negative,
+    # positive); None for regression.
+    classes: list[Label] | None = None
+    positive_class: Label | None = None
+    threshold: float | None  # binary classification only
     metrics: dict[str, float]
+    baseline_metrics: dict[str, float] = {}
     cv_metrics: dict[str, float]
     features: FeaturesConfig
     input_example: dict[str, Any]
@@ -90,6 +94,17 @@ class ModelMetadata(BaseModel):
     artifact_sha256: str
     onnx_sha256: str
     onnx_parity: dict[str, float | int | bool]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _before_0_5(cls, data: Any) -> Any:
+        # Models trained before 0.5.0 are binary with labels 0/1 and say `positive_label: 1`.
+        if isinstance(data, dict) and "positive_label" in data:
+            data = dict(data)
+            positive = data.pop("positive_label")
+            data.setdefault("classes", [1 - positive, positive])
+            data.setdefault("positive_class", positive)
+        return data
 
 
 def write_metadata(model_dir: Path, metadata: ModelMetadata) -> None:

@@ -2,9 +2,10 @@
 
 The service scores with ONNX Runtime (microseconds per row, no scikit-learn or pickle in the
 serving process), so the exported graph must compute what the scikit-learn pipeline computes.
-``check_parity`` scores the holdout rows both ways; training publishes nothing unless the
-largest probability difference is within ``PARITY_TOLERANCE`` and no label flips at the tuned
-threshold. skl2onnx is imported only here, on the training side.
+``check_parity`` scores the holdout rows both ways; training publishes nothing unless they
+agree: class probabilities within ``PARITY_TOLERANCE`` and no label flips (at the tuned
+threshold, or of the likeliest class), or predicted values within ``PARITY_TOLERANCE`` x
+max(1, |value|) for regression. skl2onnx is imported only here, on the training side.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from .config import FeaturesConfig
 from .errors import ModelExportError
 from .serving.runtime import OnnxScorer
+from .tasks import Task
 
 PARITY_TOLERANCE = 1e-5
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -29,6 +31,7 @@ class ParityReport:
 
     rows: int
     max_abs_diff: float
+    max_scaled_diff: float  # what the tolerance bounds (regression: |diff| / max(1, |value|))
     label_flips: int
     tolerance: float
     passed: bool
@@ -38,18 +41,20 @@ class ParityReport:
 
 
 def export_pipeline(pipeline: Any, features: FeaturesConfig) -> bytes:
-    """Convert the fitted pipeline; one ONNX input per feature, probabilities as an array."""
+    """Convert the fitted pipeline; one ONNX input per feature, and for a classifier the
+    class probabilities as one array (no per-row dictionaries)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     initial_types = [(f.name, FloatTensorType([None, 1])) for f in features.numeric]
     initial_types += [(c.name, StringTensorType([None, 1])) for c in features.categorical]
     estimator = pipeline.steps[-1][1]
+    options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else {}
     try:
         model = convert_sklearn(
             pipeline,
             initial_types=initial_types,
-            options={id(estimator): {"zipmap": False}},
+            options=options,
             target_opset=TARGET_OPSET,
         )
     except Exception as exc:  # skl2onnx raises many types; all mean "cannot export this"
@@ -66,32 +71,43 @@ def check_parity(
     pipeline: Any,
     frame: pd.DataFrame,
     features: FeaturesConfig,
-    threshold: float,
+    *,
+    task: Task,
+    threshold: float | None,
 ) -> ParityReport:
     """Score ``frame`` (model-ready rows) with both and compare; raise if they disagree."""
-    native = pipeline.predict_proba(frame)[:, 1]
+    native = task.scores(pipeline, frame)
     exported = OnnxScorer(onnx_model, features).predict_columns(
         {name: frame[name].to_numpy() for name in features.names}
     )
-    diff = np.abs(native - exported)
-    flips = int(np.sum((native >= threshold) != (exported >= threshold)))
+    if exported.shape != native.shape:
+        raise ModelExportError(
+            f"the ONNX export returns shape {exported.shape}, scikit-learn {native.shape}: "
+            "the model was not published"
+        )
+    parity = task.parity(native, exported, threshold, PARITY_TOLERANCE)
     report = ParityReport(
         rows=len(frame),
-        max_abs_diff=float(diff.max()) if len(diff) else 0.0,
-        label_flips=flips,
+        max_abs_diff=parity.max_abs_diff,
+        max_scaled_diff=parity.max_scaled_diff,
+        label_flips=parity.label_flips,
         tolerance=PARITY_TOLERANCE,
-        passed=bool(len(diff)) and float(diff.max()) <= PARITY_TOLERANCE and flips == 0,
+        passed=parity.passed,
     )
     if not report.passed:
-        worst = np.argsort(diff)[::-1][:3]
         rows = ", ".join(
-            f"row {frame.index[i]}: sklearn {native[i]:.6f} vs onnx {exported[i]:.6f}"
-            for i in worst
+            f"row {frame.index[i]}: sklearn {_show(native[i])} vs onnx {_show(exported[i])}"
+            for i in parity.worst
         )
         raise ModelExportError(
             f"the ONNX export does not match scikit-learn on {report.rows} holdout rows: "
-            f"max |difference| {report.max_abs_diff:.2e} (tolerance {PARITY_TOLERANCE:.0e}), "
-            f"{flips} label flip(s) at threshold {threshold:.3f}; worst {rows}. "
+            f"max |difference| {report.max_abs_diff:.2e} (scaled {report.max_scaled_diff:.2e}, "
+            f"tolerance {PARITY_TOLERANCE:.0e}), "
+            f"{report.label_flips} label flip(s); worst {rows}. "
             "The model was not published; the previous one is still served."
         )
     return report
+
+
+def _show(score: np.ndarray) -> str:
+    return np.array2string(np.atleast_1d(score), precision=6, separator=" ")

@@ -8,6 +8,7 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from .data.extract import iter_files, iter_query, read_query, resolve_files, sou
 from .data.validate import validate_frame
 from .errors import DataError
 from .features import to_model_frame
-from .serving.runtime import labels, load_predictor
+from .serving.runtime import load_predictor
 from .versioning import new_partial_file
 
 SQL_SOURCE = "sql"
@@ -34,7 +35,7 @@ class PredictSummary:
 
     rows: int
     chunks: int
-    positives: int
+    predictions: str  # e.g. "predicted yes 120 (12.0%), no 880 (88.0%)" or "mean prediction 3.2"
     output: Path
     model_version: str
 
@@ -75,7 +76,10 @@ def predict_batch(
     id_column = cfg.data.id_column
     partial = new_partial_file(output)
     writer = _ChunkWriter(partial, parquet=output.suffix.lower() == ".parquet")
-    rows = chunks = positives = 0
+    rows = chunks = 0
+    counts: Counter[str] = Counter()
+    value_sum = 0.0
+    outputs = predictor.outputs
     try:
         for chunk in iter_input(source, cfg, chunk_size or cfg.data.chunk_size):
             chunk.index = pd.RangeIndex(rows, rows + len(chunk))  # row numbers for error reports
@@ -83,20 +87,19 @@ def predict_batch(
                 chunk, cfg, with_target=False, with_id=False, source=f"input {source}"
             )
             model_rows = to_model_frame(valid, features)
-            probability = predictor.predict_columns(
+            scores = predictor.predict_columns(
                 {name: model_rows[name].to_numpy() for name in features.names}
             )
-            predicted = labels(probability, predictor.metadata.threshold)
-            result = pd.DataFrame(
-                {"probability": probability, "prediction": predicted}, index=valid.index
-            )
+            result = pd.DataFrame(outputs.columns(scores), index=valid.index)
             if id_column in chunk.columns:
                 result.insert(0, id_column, chunk[id_column].to_numpy())
             result["model_version"] = predictor.metadata.version
             writer.write(result)
             rows += len(result)
             chunks += 1
-            positives += int(predicted.sum())
+            counts += outputs.counts(scores)
+            if not outputs.is_classifier:
+                value_sum += float(scores.sum())
         writer.close()
         if rows == 0:
             raise DataError(f"input {source} has no rows")
@@ -105,7 +108,9 @@ def predict_batch(
         writer.close()
         partial.unlink(missing_ok=True)
         raise
-    return PredictSummary(rows, chunks, positives, output, predictor.metadata.version)
+    return PredictSummary(
+        rows, chunks, outputs.summary(counts, value_sum), output, predictor.metadata.version
+    )
 
 
 class _ChunkWriter:

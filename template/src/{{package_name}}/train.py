@@ -1,5 +1,6 @@
-"""Training: extract -> validate -> split -> cross-validate -> tune threshold -> fit -> evaluate
--> publish a versioned artifact -> track in MLflow.
+"""Training: extract -> validate -> split -> cross-validate -> tune threshold (binary) -> fit ->
+evaluate against a baseline -> quality gate -> export and check ONNX -> publish a versioned
+artifact -> track in MLflow. The same steps for every task; what differs lives in ``tasks/``.
 
 Validation, the quality gate and every check run *before* anything is written to the models
 directory, so bad data or a bad model leaves the currently served model untouched.
@@ -18,16 +19,17 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from . import artifacts, evaluate, onnx_export, tracking
 from .config import Config
 from .data.extract import extract_training_frame
 from .data.validate import validate_frame
-from .errors import ModelQualityError, TrackingError
+from .errors import DataError, ModelQualityError, TrackingError
 from .features import to_model_frame
 from .model import build_pipeline
+from .tasks import Task, task_for
 from .versioning import git_commit
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,10 @@ class TrainResult:
 
     version: str
     model_dir: Path
-    threshold: float
+    task: str
+    threshold: float | None
     metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
     cv_metrics: dict[str, float]
     report_files: list[Path]
     run_id: str | None
@@ -53,26 +57,98 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+def split_rows(
+    data: pd.DataFrame, y: np.ndarray, cfg: Config, task: Task
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the training and test rows.
+
+    ``training.split: random`` draws the test rows at random (stratified by class for
+    classification); ``time`` holds out the latest rows by ``training.order_column``, which is
+    what a model meets in production: the future.
+    """
+    positions = np.arange(len(data))
+    if cfg.training.split == "time":
+        column = str(cfg.training.order_column)
+        order = data[column]
+        if order.isna().any():
+            raise DataError(
+                f"training.order_column {column} is missing in {int(order.isna().sum())} rows: "
+                "a time split needs every row's time"
+            )
+        ordered = positions[np.argsort(order.to_numpy(), kind="stable")]
+        n_test = max(1, int(np.ceil(cfg.training.test_size * len(data))))
+        return ordered[:-n_test], ordered[-n_test:]
+    train_rows, test_rows = train_test_split(
+        positions,
+        test_size=cfg.training.test_size,
+        stratify=y if task.is_classifier else None,
+        random_state=cfg.training.seed,
+    )
+    return np.asarray(train_rows), np.asarray(test_rows)
+
+
 def cross_validate_oof(
-    pipeline: Pipeline, features: pd.DataFrame, y: np.ndarray, folds: int, seed: int
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Out-of-fold probabilities (for threshold tuning) and per-fold ROC/PR-AUC summaries."""
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    oof = np.zeros(len(y), dtype=float)
-    roc, pr = [], []
+    pipeline: Pipeline, task: Task, features: pd.DataFrame, y: np.ndarray, cfg: Config
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Out-of-fold scores (for threshold tuning), which rows have one, and the mean and
+    standard deviation of the task's fold metrics.
+
+    With a time split, each fold is scored by a model fitted on the rows before it only, so
+    the first block of rows has no out-of-fold score.
+    """
+    ordered = cfg.training.split == "time"
+    splitter = task.splitter(cfg.training.cv_folds, cfg.training.seed, ordered)
+    oof: np.ndarray | None = None
+    scored = np.zeros(len(y), dtype=bool)
+    folds: dict[str, list[float]] = {name: [] for name in task.cv_metrics}
     for fit_idx, val_idx in splitter.split(features, y):
         fold_model = clone(pipeline).fit(features.iloc[fit_idx], y[fit_idx])
-        oof[val_idx] = fold_model.predict_proba(features.iloc[val_idx])[:, 1]
-        fold = evaluate.classification_metrics(y[val_idx], oof[val_idx], 0.5)
-        roc.append(fold["roc_auc"])
-        pr.append(fold["pr_auc"])
-    summary = {
-        "cv_roc_auc_mean": float(np.mean(roc)),
-        "cv_roc_auc_std": float(np.std(roc)),
-        "cv_pr_auc_mean": float(np.mean(pr)),
-        "cv_pr_auc_std": float(np.std(pr)),
-    }
-    return oof, summary
+        fold_scores = task.scores(fold_model, features.iloc[val_idx])
+        if fold_scores.ndim == 2 and fold_scores.shape[1] < _width(task, y):
+            raise DataError(
+                "a time-ordered cross-validation fold was trained without every class: "
+                "rare classes appear late in the data; use training.split: random or fewer "
+                "training.cv_folds"
+            )
+        if oof is None:
+            oof = np.zeros((len(y), *fold_scores.shape[1:]), dtype=float)
+        oof[val_idx] = fold_scores
+        scored[val_idx] = True
+        fold = task.metrics(y[val_idx], fold_scores, None)
+        for name in task.cv_metrics:
+            folds[name].append(fold[name])
+    summary: dict[str, float] = {}
+    for name, values in folds.items():
+        summary[f"cv_{name}_mean"] = float(np.mean(values))
+        summary[f"cv_{name}_std"] = float(np.std(values))
+    assert oof is not None  # at least two folds
+    return oof, scored, summary
+
+
+def _width(task: Task, y: np.ndarray) -> int:
+    return int(y.max()) + 1 if task.is_classifier else 1
+
+
+def check_gate(cfg: Config, metrics: dict[str, float], baseline: dict[str, float]) -> None:
+    """Refuse to publish a model below the quality gate (above, for lower-is-better)."""
+    gate = cfg.gate
+    value = metrics.get(gate.metric)
+    if value is None:
+        raise ModelQualityError(
+            f"the quality gate's metric {gate.metric} is undefined on the test rows (MAPE needs "
+            "non-zero actual values): gate on another metric; the model was not published"
+        )
+    failed = (gate.min is not None and value < gate.min) or (
+        gate.max is not None and value > gate.max
+    )
+    if failed:
+        bound = f"min {gate.min}" if gate.min is not None else f"max {gate.max}"
+        base = baseline.get(gate.metric)
+        versus = f" (baseline {base:.4f})" if base is not None else ""
+        raise ModelQualityError(
+            f"test {gate.metric} {value:.4f}{versus} fails training.gate {bound}: "
+            "the model was not published"
+        )
 
 
 def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
@@ -80,37 +156,33 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
     raw = extract_training_frame(cfg) if frame is None else frame
     source = "the training frame" if frame is not None else str(cfg.data.query)
     data = validate_frame(raw, cfg, source=source)
+    task = task_for(cfg.task)
+    target = task.target(data[cfg.data.target], cfg, source)
     fingerprint = data_fingerprint(data)
     features = to_model_frame(data, cfg.features)
-    y = data[cfg.data.target].to_numpy()
+    y = target.y
     ids = data[cfg.data.id_column].to_numpy()
-    logger.info("training on %d rows, positive rate %.3f", len(y), y.mean())
+    logger.info("training %s on %d rows", task.name.replace("_", " "), len(y))
 
-    x_train, x_test, y_train, y_test, _, ids_test = train_test_split(
-        features,
-        y,
-        ids,
-        test_size=cfg.training.test_size,
-        stratify=y,
-        random_state=cfg.training.seed,
-    )
+    train_rows, test_rows = split_rows(data, y, cfg, task)
+    x_train, x_test = features.iloc[train_rows], features.iloc[test_rows]
+    y_train, y_test = y[train_rows], y[test_rows]
+    ids_test = ids[test_rows]
     pipeline = build_pipeline(cfg)
-    oof, cv_metrics = cross_validate_oof(
-        pipeline, x_train, y_train, cfg.training.cv_folds, cfg.training.seed
-    )
-    threshold = evaluate.tune_threshold(y_train, oof, cfg.training.threshold_metric)
+    oof, scored, cv_metrics = cross_validate_oof(pipeline, task, x_train, y_train, cfg)
+    threshold = task.tune_threshold(y_train[scored], oof[scored], cfg.training.threshold_metric)
     pipeline.fit(x_train, y_train)
-    probability = pipeline.predict_proba(x_test)[:, 1]
-    metrics = evaluate.classification_metrics(y_test, probability, threshold)
-    if metrics["roc_auc"] < cfg.training.min_test_roc_auc:
-        raise ModelQualityError(
-            f"test ROC-AUC {metrics['roc_auc']:.3f} is below training.min_test_roc_auc "
-            f"{cfg.training.min_test_roc_auc}: the model was not published"
-        )
+    scores = task.scores(pipeline, x_test)
+    evaluation = task.evaluation(y_test, scores, threshold, target, x_test, ids_test)
+    metrics = evaluation.metrics
+    baseline = task.metrics(y_test, task.baseline_scores(y_train, len(y_test)), None)
+    check_gate(cfg, metrics, baseline)
 
     # Export and check before anything is written: the service scores with this graph.
     onnx_model = onnx_export.export_pipeline(pipeline, cfg.features)
-    parity = onnx_export.check_parity(onnx_model, pipeline, x_test, cfg.features, threshold)
+    parity = onnx_export.check_parity(
+        onnx_model, pipeline, x_test, cfg.features, task=task, threshold=threshold
+    )
     logger.info(
         "ONNX export matches scikit-learn on %d rows (max |diff| %.1e)",
         parity.rows,
@@ -119,15 +191,19 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
 
     version = artifacts.new_version(fingerprint)
     importance = evaluate.importance_table(
-        pipeline, x_test, y_test, cfg.evaluation.permutation_repeats, cfg.training.seed
+        pipeline, x_test, y_test, task, cfg.evaluation.permutation_repeats, cfg.training.seed
     )
     report_files = evaluate.write_reports(
         cfg.paths.reports_dir,
         version=version,
-        metrics=metrics,
+        task=task,
+        target=target,
+        evaluation=evaluation,
+        baseline=baseline,
         cv_metrics=cv_metrics,
         y_true=y_test,
-        probability=probability,
+        scores=scores,
+        threshold=threshold,
         importance=importance,
     )
     commit = git_commit()
@@ -143,14 +219,18 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
                 version=version,
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 project=cfg.project,
+                task=cfg.task,
                 model_name=cfg.model.name,
                 model_params={
                     k: repr(v) for k, v in pipeline.named_steps["model"].get_params().items()
                 },
                 target=cfg.data.target,
                 id_column=cfg.data.id_column,
+                classes=target.classes,
+                positive_class=target.positive_class,
                 threshold=threshold,
                 metrics=metrics,
+                baseline_metrics=baseline,
                 cv_metrics=cv_metrics,
                 features=cfg.features,
                 input_example=input_example,
@@ -182,7 +262,9 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
                 cfg.tracking,
                 run_name=version,
                 params={
+                    "task": task.name,
                     "model": cfg.model.name,
+                    "split": cfg.training.split,
                     "threshold_metric": cfg.training.threshold_metric,
                     "cv_folds": cfg.training.cv_folds,
                     "test_size": cfg.training.test_size,
@@ -192,6 +274,7 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
                 },
                 metrics={
                     **{f"test_{k}": v for k, v in metrics.items()},
+                    **{f"baseline_{k}": v for k, v in baseline.items()},
                     **cv_metrics,
                     "onnx_max_abs_diff": parity.max_abs_diff,
                     "onnx_label_flips": float(parity.label_flips),
@@ -215,8 +298,10 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
     return TrainResult(
         version=version,
         model_dir=model_dir,
+        task=task.name,
         threshold=threshold,
         metrics=metrics,
+        baseline_metrics=baseline,
         cv_metrics=cv_metrics,
         report_files=report_files,
         run_id=run_id,

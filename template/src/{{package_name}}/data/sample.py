@@ -4,13 +4,16 @@ Three tables, as a subscription business would have them:
 
 - ``customers``: one row per customer (numeric and categorical attributes, some missing);
 - ``activity``: one row per customer and month of usage (aggregated by the SQL extraction);
-- ``labels``: whether the customer churned, plus ``retention_call_made``, a **leaky** column:
-  the retention team calls customers *after* they announce they are leaving, so it predicts
-  churn almost perfectly in history and is unknown at prediction time. The config lists it in
-  ``data.leaky_columns`` and the pipeline never uses it.
+- ``labels``: what happened next, one outcome per task: ``churned`` (binary), ``outcome``
+  (multiclass: ``stayed``, ``downgraded`` or ``churned``) and ``revenue_next_quarter``
+  (regression), plus ``retention_call_made``, a **leaky** column: the retention team calls
+  customers *after* they announce they are leaving, so it predicts churn almost perfectly in
+  history and is unknown at prediction time. The config lists it (and the outcomes the task
+  does not predict, which are just as unknown in advance) in ``data.leaky_columns``.
 
-Churn depends on the attributes through a known logistic model, with about 15% positives, so
-the pipeline has real but imperfect signal to find.
+Churn depends on the attributes through a known logistic model, with about 15% positives;
+downgrades and next-quarter revenue depend on them too, so each task has real but imperfect
+signal to find.
 """
 
 from __future__ import annotations
@@ -83,10 +86,27 @@ def build_tables(cfg: SampleDataConfig) -> dict[str, pd.DataFrame]:
     )
     churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     retention_call = np.where(churned == 1, rng.random(n) < 0.92, rng.random(n) < 0.03)
+    # Among those who stay, expensive plans and low engagement lead to downgrades.
+    downgrade_logit = (
+        -2.0
+        + 0.025 * (charges - 40)
+        - 0.6 * engagement
+        + np.where(plan == "basic", -3.0, 0.0)
+        + np.where(payment == "invoice", 0.4, 0.0)
+    )
+    downgraded = (churned == 0) & (rng.random(n) < 1 / (1 + np.exp(-downgrade_logit)))
+    outcome = np.where(churned == 1, "churned", np.where(downgraded, "downgraded", "stayed"))
+    # Revenue over the next three months: lost when leaving, halved by a downgrade, and
+    # growing with engagement (add-ons) otherwise.
+    months_kept = np.where(churned == 1, rng.integers(0, 3, size=n), 3)
+    monthly = charges * np.where(downgraded, 0.55, 1.0) * np.exp(0.08 * engagement)
+    revenue = months_kept * monthly * rng.lognormal(0, 0.1, size=n)
     labels = pd.DataFrame(
         {
             "customer_id": ids,
             "churned": churned,
+            "outcome": outcome,
+            "revenue_next_quarter": revenue.round(2),
             "retention_call_made": retention_call.astype(int),
             "labeled_at": "2025-01-31",
         }

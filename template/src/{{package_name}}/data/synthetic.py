@@ -3,13 +3,16 @@
 The project's tests train, serve and compare models on these rows instead of on one particular
 dataset, so they keep passing when the config describes your data rather than the sample: every
 value respects the config (numeric bounds and integer types, the listed categories, missing
-values only where a feature is nullable), and the target is a seeded logistic function of the
-features, so a model has something real to learn and a quality gate something to measure.
+values only where a feature is nullable), and the target is a seeded function of the features
+(a logistic one for a binary target, a softmax over ``MULTICLASS_LABELS`` for a multiclass
+one, a noisy linear one for regression), so a model has something real to learn and a quality
+gate something to measure.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,13 @@ MISSING_SHARE = 0.1
 SIGNAL = 3.0
 # Share of positive rows (the intercept is set so the target is imbalanced, as it usually is).
 POSITIVE_RATE = 0.3
+# The classes of a synthetic multiclass target (the config does not list a target's classes).
+MULTICLASS_LABELS = ("class_a", "class_b", "class_c")
+# A synthetic regression target: mean, and noise as a share of the signal's spread.
+REGRESSION_MEAN = 100.0
+REGRESSION_NOISE = 0.3
+# First timestamp of a synthetic training.order_column (one row per hour after it).
+ORDER_START = "2024-01-01"
 
 
 def numeric_bounds(feature: NumericFeature) -> tuple[float, float]:
@@ -84,12 +94,48 @@ def synthetic_frame(
         return frame
     spread = logit.std()
     logit = SIGNAL * (logit - logit.mean()) / (spread if spread > 0 else 1.0)
-    intercept = -float(np.quantile(logit, 1 - POSITIVE_RATE))
-    target = (rng.random(rows) < 1 / (1 + np.exp(-(logit + intercept)))).astype(int)
-    if rows > 0 and target.min() == target.max():  # tiny samples: both classes, always
-        target[: max(1, rows // 4)] = 1 - target[0]
+    target = _target(cfg, logit, rng, effects)
     for leaky in cfg.data.leaky_columns:
         # Known only after the outcome: it gives the target away, as a real leak does.
-        frame[leaky] = np.where(rng.random(rows) < 0.95, target, 1 - target)
+        frame[leaky] = np.where(rng.random(rows) < 0.95, target, np.roll(target, 1))
+    order = cfg.training.order_column
+    if cfg.training.split == "time" and order and order not in frame:
+        frame[order] = pd.date_range(ORDER_START, periods=rows, freq="h")
     frame[cfg.data.target] = target
     return frame
+
+
+def _target(
+    cfg: Config, logit: np.ndarray, rng: np.random.Generator, effects: np.random.Generator
+) -> np.ndarray:
+    """The task's target from the standardised signal ``logit``."""
+    rows = len(logit)
+    if cfg.task == "regression":
+        noise = rng.normal(0.0, REGRESSION_NOISE * SIGNAL, size=rows)
+        return REGRESSION_MEAN + 10.0 * (logit + noise)
+    if cfg.task == "multiclass_classification":
+        # Each class leans on its own mix of the signal and of pure chance.
+        weights = effects.normal(size=len(MULTICLASS_LABELS))
+        shifts = effects.normal(size=(rows, len(MULTICLASS_LABELS)))
+        scores = np.outer(logit, weights) + rng.gumbel(size=(rows, len(MULTICLASS_LABELS)))
+        scores += 0.1 * shifts
+        picks = scores.argmax(axis=1)
+        picks[: len(MULTICLASS_LABELS)] = np.arange(min(rows, len(MULTICLASS_LABELS)))
+        return np.asarray(MULTICLASS_LABELS, dtype=object)[picks]
+    intercept = -float(np.quantile(logit, 1 - POSITIVE_RATE))
+    positive = rng.random(rows) < 1 / (1 + np.exp(-(logit + intercept)))
+    if rows > 0 and positive.min() == positive.max():  # tiny samples: both classes, always
+        positive[: max(1, rows // 4)] = not positive[0]
+    negative_label, positive_label = binary_labels(cfg)
+    return np.where(positive, positive_label, negative_label)
+
+
+def binary_labels(cfg: Config) -> tuple[Any, Any]:
+    """(negative, positive) labels of a synthetic binary target, in the type of
+    ``data.positive_class``: 0/1 by default, False/True, or "not_<positive>"/"<positive>"."""
+    positive = cfg.data.positive_class
+    if positive is None or (isinstance(positive, int) and not isinstance(positive, bool)):
+        return (0, 1) if positive in (None, 1) else (0 if positive != 0 else 1, positive)
+    if isinstance(positive, bool):
+        return (not positive, positive)
+    return (f"not_{positive}", positive)

@@ -1,7 +1,8 @@
 """Validation at the IO boundary: a pandera schema generated from the feature config.
 
-Types, ranges, allowed categories, nullability, a unique id and a binary target are checked
-before anything is trained or scored. All failures are collected (``lazy=True``) and turned into
+Types, ranges, allowed categories, nullability, a unique id and a present target are checked
+before anything is trained or scored (what the target must hold depends on the task: see
+``tasks/``). All failures are collected (``lazy=True``) and turned into
 a short readable report, so a bad extract stops the run with what to fix, not a traceback.
 """
 
@@ -40,8 +41,6 @@ def build_schema(
         columns[categorical.name] = pa.Column(
             None, checks=[_in_categories(categorical.categories)], nullable=categorical.nullable
         )
-    if with_target:
-        columns[cfg.data.target] = pa.Column(int, checks=[pa.Check.isin([0, 1])], coerce=True)
     return pa.DataFrameSchema(columns, strict=False, coerce=False)
 
 
@@ -51,13 +50,22 @@ def required_columns(cfg: Config, *, with_target: bool = True, with_id: bool = T
     columns += cfg.features.names
     if with_target:
         columns.append(cfg.data.target)
+        order = cfg.training.order_column
+        if cfg.training.split == "time" and order and order not in columns:
+            columns.append(order)
     return columns
 
 
 def unused_columns(frame: pd.DataFrame, cfg: Config) -> list[str]:
     """Columns the data has that the config does not use (neither id, target, feature nor a
     declared leaky column): worth a look, since they are silently left out of the model."""
-    known = {cfg.data.id_column, cfg.data.target, *cfg.features.names, *cfg.data.leaky_columns}
+    known = {
+        cfg.data.id_column,
+        cfg.data.target,
+        *cfg.features.names,
+        *cfg.data.leaky_columns,
+        cfg.training.order_column,
+    }
     return [str(column) for column in frame.columns if column not in known]
 
 
@@ -77,7 +85,11 @@ def check_columns(
         if column not in present
     ]
     if missing:
-        roles = {cfg.data.id_column: "data.id_column", cfg.data.target: "data.target"}
+        roles = {
+            cfg.data.id_column: "data.id_column",
+            cfg.data.target: "data.target",
+            str(cfg.training.order_column): "training.order_column",
+        }
         named = ", ".join(f"{c} ({roles.get(c, 'feature')})" for c in missing)
         has = ", ".join(map(str, frame.columns[:MAX_REPORT_LINES]))
         more = len(frame.columns) - MAX_REPORT_LINES
@@ -120,14 +132,6 @@ def validate_frame(
             f"data validation failed: {len(exc.failure_cases)} problem(s) in {len(frame)} rows",
             failure_report(exc.failure_cases),
         ) from None
-    if with_target:
-        positives = int(validated[cfg.data.target].sum())
-        if positives == 0 or positives == len(validated):
-            raise DataValidationError(
-                "data validation failed: the target has a single class",
-                f"  - {cfg.data.target}: {positives} positives in {len(validated)} rows; "
-                "a classifier needs both classes",
-            )
     return validated
 
 
@@ -167,6 +171,11 @@ def failure_report(failure_cases: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def class_balance(frame: pd.DataFrame, target: str) -> dict[str, float]:
-    """Row count and positive rate, for the validation summary."""
-    return {"rows": float(len(frame)), "positive_rate": float(frame[target].mean())}
+def target_summary(frame: pd.DataFrame, cfg: Config) -> str:
+    """The target at a glance, for the validation summary: class shares, or the value range."""
+    values = frame[cfg.data.target]
+    if cfg.is_classification:
+        shares = values.astype(str).value_counts(normalize=True).head(10)
+        return ", ".join(f"{label} {share:.1%}" for label, share in shares.items())
+    numbers = pd.to_numeric(values, errors="coerce")
+    return f"mean {numbers.mean():.4g}, min {numbers.min():.4g}, max {numbers.max():.4g}"

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -55,15 +55,16 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._positive = self.predictions.labels("1")
-        self._negative = self.predictions.labels("0")
+        # One child per predicted class (a model has at most config's MAX_CLASSES of them).
+        self._by_class: dict[str, Any] = {}
 
-    def count_predictions(self, positives: int, total: int) -> None:
-        """Add one scored request's labels to ``predictions_total``."""
-        if positives:
-            self._positive.inc(positives)
-        if total - positives:
-            self._negative.inc(total - positives)
+    def count_predictions(self, counts: Mapping[str, int]) -> None:
+        """Add one scored request's predicted classes to ``predictions_total``."""
+        for label, n in counts.items():
+            child = self._by_class.get(label)
+            if child is None:
+                child = self._by_class[label] = self.predictions.labels(label)
+            child.inc(n)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count and time one request (label children cached: ``labels()`` is not free)."""

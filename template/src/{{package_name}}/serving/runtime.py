@@ -1,4 +1,5 @@
-"""Model runtimes: turn records (or columns) into positive-class probabilities.
+"""Model runtimes: turn records (or columns) into scores: class probabilities ``(n, k)`` for
+classification, values ``(n,)`` for regression (``outputs`` turns them into predictions).
 
 ``OnnxPredictor`` (the default, ``serving.runtime: onnx``) needs only NumPy and ONNX Runtime:
 nothing from scikit-learn or pandas, and no pickle, is imported in the serving process. The
@@ -19,6 +20,7 @@ from .. import artifacts
 from ..config import FeaturesConfig
 from ..errors import ModelNotFoundError
 from ..ortsession import create_session
+from .outputs import Outputs
 
 MISSING_CATEGORY = "missing"  # the same spelling as features.MISSING_CATEGORY (tested)
 Runtime = Literal["onnx", "sklearn"]
@@ -29,14 +31,11 @@ class Predictor(Protocol):
 
     metadata: artifacts.ModelMetadata
 
+    outputs: Outputs
+
     def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray: ...
 
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray: ...
-
-
-def labels(probability: np.ndarray, threshold: float) -> np.ndarray:
-    """Class labels at the decision threshold tuned during training."""
-    return (probability >= threshold).astype(np.int64)
 
 
 def load_predictor(model_dir: Path, runtime: Runtime = "onnx") -> Predictor:
@@ -66,9 +65,13 @@ class OnnxScorer:
         self._numeric = [f.name for f in features.numeric]
         self._categorical = [c.name for c in features.categorical]
         self.names = self._numeric + self._categorical
+        outputs = [output.name for output in self._session.get_outputs()]
+        # A classifier's graph has "probabilities" (no zipmap); a regressor's one output.
+        self._classifier = "probabilities" in outputs
+        self._output = "probabilities" if self._classifier else outputs[0]
 
     def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Positive-class probabilities for equally long feature columns."""
+        """Class probabilities ``(n, k)`` or values ``(n,)`` for equally long feature columns."""
         feeds: dict[str, np.ndarray] = {}
         for name in self._numeric:
             # None becomes NaN, as in pandas: the graph imputes it (or routes it, for
@@ -79,8 +82,8 @@ class OnnxScorer:
                 [MISSING_CATEGORY if _is_missing(v) else str(v) for v in columns[name]],
                 dtype=object,
             ).reshape(-1, 1)
-        probabilities = self._session.run(["probabilities"], feeds)[0]
-        return np.asarray(probabilities[:, 1], dtype=np.float64)
+        result = np.asarray(self._session.run([self._output], feeds)[0], dtype=np.float64)
+        return result if self._classifier else result.reshape(-1)
 
 
 class OnnxPredictor:
@@ -97,6 +100,7 @@ class OnnxPredictor:
                 "damaged after training; retrain or restore it"
             )
         self._scorer = OnnxScorer(path.read_bytes(), self.metadata.features)
+        self.outputs = Outputs(self.metadata)
         smoke_test(self)
 
     def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
@@ -112,16 +116,17 @@ def smoke_test(predictor: Predictor) -> None:
     """Score the model's own input example once, so a graph that loads but cannot score (other
     inputs or outputs than its metadata says) is refused at load time, not on every request."""
     try:
-        probability = predictor.predict_records([predictor.metadata.input_example])
+        scores = predictor.predict_records([predictor.metadata.input_example])
     except Exception as exc:  # ONNX Runtime and NumPy raise many types for a mismatched graph
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ModelNotFoundError(
             f"the model does not score its own input example ({reason}): retrain or restore it"
         ) from None
-    if probability.shape != (1,) or not 0.0 <= float(probability[0]) <= 1.0:
+    problem = predictor.outputs.problem(scores, 1)
+    if problem is not None:
         raise ModelNotFoundError(
-            "the model does not score its own input example (no probability in [0, 1] came "
-            "back): retrain or restore it"
+            f"the model does not score its own input example ({problem} for a "
+            f"{predictor.metadata.task} model): retrain or restore it"
         )
 
 

@@ -1,4 +1,5 @@
-"""Request and response models. The record model is generated from the model's input schema.
+"""Request and response models. The record model is generated from the model's input schema;
+the response model is the task's (binary, multiclass or regression).
 
 Generating it (rather than writing it by hand) is what keeps the API, the data checks and the
 model in step: wrong types, missing or unknown fields, NaN/inf, out-of-range numbers and unknown
@@ -9,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from ..config import CategoricalFeature, FeaturesConfig, NumericFeature
+from ..config import CategoricalFeature, FeaturesConfig, Label, NumericFeature
 
 STRICT_RECORD = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,19 +64,47 @@ def build_batch_model(record: type[BaseModel], max_size: int) -> type[BaseModel]
     )
 
 
-class Prediction(BaseModel):
-    """One scored record."""
+class BinaryPrediction(BaseModel):
+    """One scored record (binary classification)."""
 
-    prediction: int = Field(description="1 if probability >= threshold, else 0")
+    prediction: Label = Field(
+        description="the positive class if probability >= the model's threshold, else the other"
+    )
     probability: float = Field(description="probability of the positive class")
     model_version: str
 
 
-class BatchPrediction(BaseModel):
-    """Scores in request order."""
+class MulticlassPrediction(BaseModel):
+    """One scored record (multiclass classification)."""
 
-    predictions: list[Prediction]
+    prediction: Label = Field(description="the likeliest class")
+    probabilities: dict[str, float] = Field(description="probability of each class (by label)")
     model_version: str
+
+
+class RegressionPrediction(BaseModel):
+    """One scored record (regression)."""
+
+    prediction: float = Field(description="the predicted value")
+    model_version: str
+
+
+PREDICTION_MODELS: dict[str, type[BaseModel]] = {
+    "binary_classification": BinaryPrediction,
+    "multiclass_classification": MulticlassPrediction,
+    "regression": RegressionPrediction,
+}
+
+
+def build_batch_prediction_model(prediction: type[BaseModel]) -> type[BaseModel]:
+    """``{"predictions": [...], "model_version": ...}`` for the task's prediction model."""
+    predictions: Any = list[prediction]  # type: ignore[valid-type]
+    return create_model(
+        f"Batch{prediction.__name__}",
+        __doc__="Scores in request order.",
+        predictions=(predictions, ...),
+        model_version=(str, ...),
+    )
 
 
 class ModelInfo(BaseModel):
@@ -87,8 +116,12 @@ class ModelInfo(BaseModel):
     model_name: str
     created_at: str
     task: str
-    threshold: float
+    classes: list[Label] | None = Field(description="class labels (classification)")
+    positive_class: Label | None = Field(description="binary classification: the positive class")
+    threshold: float | None = Field(description="binary classification: the decision threshold")
     metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
     features: FeaturesConfig
     input_example: dict[str, Any]
+    output_schema: dict[str, Any] = Field(description="JSON schema of one prediction")
     data_fingerprint: str

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .. import artifacts
 from ..features import to_model_frame
+from .outputs import Outputs
 
 
 class SklearnPredictor:
@@ -22,11 +23,13 @@ class SklearnPredictor:
     def __init__(self, model_dir: Path) -> None:
         self.metadata = artifacts.load_metadata(model_dir)
         self._pipeline = artifacts.load_pipeline(model_dir, self.metadata)
+        self.outputs = Outputs(self.metadata)
 
     def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
         frame = to_model_frame(pd.DataFrame(dict(columns)), self.metadata.features)
-        probability: np.ndarray = self._pipeline.predict_proba(frame)[:, 1]
-        return probability
+        if self.outputs.is_classifier:
+            return np.asarray(self._pipeline.predict_proba(frame), dtype=np.float64)
+        return np.asarray(self._pipeline.predict(frame), dtype=np.float64).reshape(-1)
 
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         names = self.metadata.features.names

@@ -79,7 +79,7 @@ def register(app: typer.Typer, user_errors: UserErrors) -> None:
             typer.echo(f"no versions of '{cfg.registry.model_name}' registered yet: run `train`")
             return
         typer.echo(
-            f"{'version':>7}  {'aliases':<22} {cfg.registry.metric:>8}  {'decision':<9} model"
+            f"{'version':>7}  {'aliases':<22} {cfg.registry_metric:>8}  {'decision':<9} model"
         )
         for row in rows:
             typer.echo(
@@ -141,10 +141,12 @@ def register(app: typer.Typer, user_errors: UserErrors) -> None:
         """Extract fresh data, validate, train a challenger, register it, run the gate."""
         from .retrain import retrain as run_loop
 
-        result = run_loop(_load(config))
-        m = result.trained.metrics
+        cfg = _load(config)
+        result = run_loop(cfg)
+        metric = cfg.registry_metric
+        value = result.trained.metrics.get(metric, float("nan"))
         typer.echo(
-            f"trained model {result.trained.version} (test ROC-AUC {m['roc_auc']:.3f}), "
+            f"trained model {result.trained.version} (test {metric} {value:.3f}), "
             f"registry version {result.registered.registry_version}"
         )
         if result.decision is None:

@@ -4,7 +4,8 @@
 read from the current data) with their ONNX graphs, the way the service will, and moves the
 champion alias only if every check passes:
 
-- metric: challenger >= champion + ``registry.min_improvement`` on ``registry.metric``;
+- metric: challenger better than the champion by ``registry.min_improvement`` on
+  ``registry.metric`` (higher, or lower for RMSE-like metrics);
 - schema: the same input features (or ``registry.allow_schema_change``);
 - latency: median single-row scoring time <= ``registry.max_latency_ms``;
 - parity: the ONNX export matched scikit-learn when it was trained (checked before
@@ -29,13 +30,14 @@ import numpy as np
 import pandas as pd
 
 from .. import artifacts
-from ..config import Config
+from ..config import Config, metric_direction
 from ..data.extract import extract_training_frame
 from ..data.validate import validate_frame
 from ..errors import DataError, ModelNotFoundError
-from ..evaluate import classification_metrics
 from ..features import to_model_frame
 from ..serving.runtime import OnnxPredictor
+from ..tasks import task_for
+from ..tasks.labels import known_target
 from . import registry
 
 if TYPE_CHECKING:
@@ -175,24 +177,28 @@ def rollback(cfg: Config) -> Decision:
 
 def _score(predictor: OnnxPredictor, rows: pd.DataFrame, cfg: Config) -> dict[str, float]:
     features = to_model_frame(rows, predictor.metadata.features)
-    probability = predictor.predict_columns(
+    scores = predictor.predict_columns(
         {name: features[name].to_numpy() for name in predictor.metadata.features.names}
     )
-    y_true = rows[cfg.data.target].to_numpy()
-    return classification_metrics(y_true, probability, predictor.metadata.threshold)
+    metadata = predictor.metadata
+    target = known_target(
+        rows[cfg.data.target], metadata.classes, metadata.positive_class, "the holdout rows"
+    )
+    return task_for(metadata.task).metrics(target.y, scores, metadata.threshold)
 
 
 def _metric_check(cfg: Config, scores: dict[str, dict[str, float]]) -> Check:
-    metric = cfg.registry.metric
-    new, old = scores["challenger"][metric], scores["champion"][metric]
+    metric = cfg.registry_metric
+    new, old = scores["challenger"].get(metric), scores["champion"].get(metric)
+    if new is None or old is None:
+        return Check("metric", False, f"{metric}: undefined on the holdout rows")
     margin = cfg.registry.min_improvement
-    passed = bool(new >= old + margin)
+    if metric_direction(cfg.task, metric) == "max":
+        passed, bar = bool(new >= old + margin), f"champion {old:.4f} + margin {margin:g}"
+    else:  # lower is better (RMSE, log loss): the challenger must be lower by the margin
+        passed, bar = bool(new <= old - margin), f"champion {old:.4f} - margin {margin:g}"
     verdict = "beats" if passed else "does not beat"
-    return Check(
-        "metric",
-        passed,
-        f"{metric}: challenger {new:.4f} {verdict} champion {old:.4f} + margin {margin:g}",
-    )
+    return Check("metric", passed, f"{metric}: challenger {new:.4f} {verdict} {bar}")
 
 
 def _schema_check(cfg: Config, new: OnnxPredictor, old: OnnxPredictor) -> Check:

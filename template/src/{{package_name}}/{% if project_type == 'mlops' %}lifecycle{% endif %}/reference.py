@@ -61,7 +61,8 @@ def build_reference(cfg: Config, frame: pd.DataFrame, model_dir: Path) -> dict[s
             columns[categorical.name], categorical.categories
         )
     holdout = _holdout_rows(frame, model_dir, cfg.data.id_column)
-    probabilities = predictor.predict_columns(_model_columns(holdout, metadata.features))
+    scores = predictor.predict_columns(_model_columns(holdout, metadata.features))
+    probabilities = scores[:, 1]  # binary: the positive class
     return {
         "model_version": metadata.version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -69,7 +70,7 @@ def build_reference(cfg: Config, frame: pd.DataFrame, model_dir: Path) -> dict[s
         "bins": cfg.monitoring.bins,
         "features": features,
         "prediction": prediction_profile(
-            probabilities, metadata.threshold, cfg.monitoring.bins, rng
+            probabilities, predictor.outputs.threshold, cfg.monitoring.bins, rng
         ),
     }
 

@@ -142,7 +142,8 @@ def version_tags(metadata: artifacts.ModelMetadata) -> dict[str, str]:
         "data_fingerprint": metadata.data_fingerprint,
         "git_commit": metadata.git_commit or "unknown",
         "features_hash": features_hash(metadata.features),
-        "threshold": f"{metadata.threshold:.6f}",
+        "task": metadata.task,
+        "threshold": "" if metadata.threshold is None else f"{metadata.threshold:.6f}",
         "onnx_parity": "passed",
         "onnx_max_abs_diff": f"{float(parity.get('max_abs_diff', 0.0)):.3e}",
         "onnx_label_flips": str(parity.get("label_flips", 0)),
@@ -245,7 +246,7 @@ def list_versions(cfg: Config) -> list[dict[str, Any]]:
                 "version": str(found.version),
                 "aliases": sorted(a for a, v in aliases.items() if str(v) == str(found.version)),
                 "model_version": tags.get("model_version", ""),
-                "metric": tags.get(f"test_{cfg.registry.metric}", ""),
+                "metric": tags.get(f"test_{cfg.registry_metric}", ""),
                 "decision": tags.get("promote.decision", ""),
             }
         )
