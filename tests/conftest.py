@@ -34,7 +34,8 @@ TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
 
 # Variants that are rendered AND run (pipeline, tests, API). Together they cover every
 # classical `model`, every `ci`, every non-default Python and most licenses; the independent
-# answers are cycled instead of multiplied.
+# answers are cycled instead of multiplied. Each task also runs on a dataset bundled with
+# scikit-learn in test_tasks.py.
 RUN_VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "random_forest-gitlab-apache-py312": {
@@ -44,9 +45,10 @@ RUN_VARIANTS: dict[str, dict[str, Any]] = {
         "license": "Apache-2.0",
         "python_version": "3.12",
     },
-    "hist_gradient_boosting-noci-proprietary-py313": {
-        "project_name": "Lead Scoring",
-        "package_name": "lead_scoring_ml",
+    "regression-hist_gradient_boosting-noci-proprietary-py313": {
+        "project_name": "Revenue Forecast",
+        "package_name": "revenue_forecast_ml",
+        "task": "regression",
         "model": "hist_gradient_boosting",
         "ci": "none",
         "license": "Proprietary",
@@ -184,6 +186,30 @@ class PipelineRun:
     package: str
     outputs: dict[str, str]
     seconds: dict[str, float]
+
+
+def update_config(project: Path, python: Path, section: str, values: dict[str, Any]) -> None:
+    """Set keys of one section of configs/config.yaml as a user would in an editor: the other
+    keys and every comment stay (round trip through ruamel.yaml, a project dependency)."""
+    script = (
+        "import json, sys\n"
+        "from ruamel.yaml import YAML\n"
+        "yaml = YAML()\n"
+        "path = 'configs/config.yaml'\n"
+        "with open(path, encoding='utf-8') as f: doc = yaml.load(f)\n"
+        "doc[sys.argv[1]].update(json.loads(sys.argv[2]))\n"
+        "with open(path, 'w', encoding='utf-8') as f: yaml.dump(doc, f)\n"
+    )
+    run([str(python), "-c", script, section, json.dumps(values)], cwd=project)
+
+
+def post_json(url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
 
 
 def package_of(project: Path) -> str:

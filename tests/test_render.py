@@ -49,7 +49,14 @@ CLASSICAL_PACKAGE_FILES = [
     "data/synthetic.py",
     "features.py",
     "onnx_export.py",
+    "serving/outputs.py",
     "serving/sklearn_runtime.py",
+    "tasks/__init__.py",
+    "tasks/base.py",
+    "tasks/binary.py",
+    "tasks/labels.py",
+    "tasks/multiclass.py",
+    "tasks/regression.py",
 ]
 PACKAGE_FILES_BY_TYPE = {
     "classical": CLASSICAL_PACKAGE_FILES,
@@ -230,17 +237,16 @@ def test_render_with_skip_tasks_has_no_git_repository(rendered: dict[str, Path])
 
 
 def test_render_pyproject_follows_answers(rendered: dict[str, Path]) -> None:
-    pyproject = rendered["hist_gradient_boosting-noci-proprietary-py313"] / "pyproject.toml"
-    text = pyproject.read_text()
+    project = rendered["regression-hist_gradient_boosting-noci-proprietary-py313"]
+    text = (project / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.13"' in text
     assert 'name = "Data Team", email = "data-team@corp.example"' in text
     assert "license =" not in text, "a proprietary project declares no open-source license"
-    config = yaml.safe_load(
-        (
-            rendered["hist_gradient_boosting-noci-proprietary-py313"] / "configs/config.yaml"
-        ).read_text()
-    )
+    config = yaml.safe_load((project / "configs/config.yaml").read_text())
     assert config["model"]["name"] == "hist_gradient_boosting"
+    assert config["task"] == "regression"
+    assert config["data"]["target"] == "revenue_next_quarter"
+    assert config["training"]["gate"]["metric"] == "r2"
 
 
 def test_template_jinja_suffix_only_on_files_with_jinja() -> None:

@@ -36,9 +36,11 @@ from conftest import (
     free_port,
     live_service,
     package_of,
+    post_json,
     project_env,
     render,
     run,
+    update_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -109,30 +111,6 @@ def doc_blocks() -> dict[str, str]:
     text = BYOD_PAGE.read_text(encoding="utf-8")
     blocks = re.findall(r'^```\w+ title="([^"]+)"\n(.*?)^```', text, flags=re.MULTILINE | re.DOTALL)
     return dict(blocks)
-
-
-def update_config(project: Path, python: Path, section: str, values: dict[str, Any]) -> None:
-    """Set keys of one section of configs/config.yaml as a user would in an editor: the other
-    keys and every comment stay (round trip through ruamel.yaml, a project dependency)."""
-    script = (
-        "import json, sys\n"
-        "from ruamel.yaml import YAML\n"
-        "yaml = YAML()\n"
-        "path = 'configs/config.yaml'\n"
-        "with open(path, encoding='utf-8') as f: doc = yaml.load(f)\n"
-        "doc[sys.argv[1]].update(json.loads(sys.argv[2]))\n"
-        "with open(path, 'w', encoding='utf-8') as f: yaml.dump(doc, f)\n"
-    )
-    run([str(python), "-c", script, section, json.dumps(values)], cwd=project)
-
-
-def post_json(url: str, payload: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        answer: dict[str, Any] = json.loads(response.read())
-        return answer
 
 
 def clinic_project(

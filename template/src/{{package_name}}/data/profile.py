@@ -17,7 +17,9 @@ that reads the config, so values it would read as something else (``yes``, ``no`
 features are checked against the profiled rows, before anything is written; files are replaced
 atomically.
 
-The target is handled by one function, ``profile_target``: binary 0/1 only for now.
+The target is handled by one function, ``profile_target``, for each task: the leak score of a
+column is its ROC-AUC alone against the target (binary), against each of the most frequent
+classes (multiclass, the best one counts), or against "above the median" (regression).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from pydantic import BaseModel
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
-from ..config import Config, config_from_dict, usable_feature_name
+from ..config import Config, as_label, config_from_dict, usable_feature_name
 from ..errors import ConfigError, DataError
 from ..settings import PACKAGE, read_yaml
 from ..versioning import new_partial_file
@@ -51,6 +53,9 @@ from .extract import iter_training_chunks
 DEFAULT_ROWS = 100_000
 # More distinct strings than this: free text or an ID-like code, not a category.
 MAX_CATEGORIES = 50
+# A multiclass target's classes listed in the summary, and scored against for leaks.
+MAX_SHOWN_CLASSES = 10
+MAX_LEAK_CLASSES = 10
 # A single column that separates the classes this well is almost always known only after the
 # outcome (or is the target in disguise).
 LEAK_ROC_AUC = 0.99
@@ -82,13 +87,20 @@ class TargetProfile:
     """The target column: its task and how often each value occurs."""
 
     name: str
-    task: Literal["binary"]
-    counts: dict[str, int]
+    task: str
+    counts: dict[str, int]  # classification: rows per class (most frequent first)
+    summary: str = ""  # regression: the values' range
 
     def describe(self) -> str:
-        """E.g. ``0: 3,900 (78.0%), 1: 1,100 (22.0%)``."""
+        """E.g. ``0: 3,900 (78.0%), 1: 1,100 (22.0%)``, or the range of a numeric target."""
+        if self.summary:
+            return self.summary
         total = sum(self.counts.values()) or 1
-        return ", ".join(f"{value}: {n:,} ({n / total:.1%})" for value, n in self.counts.items())
+        shown = list(self.counts.items())[:MAX_SHOWN_CLASSES]
+        more = len(self.counts) - len(shown)
+        return ", ".join(f"{value}: {n:,} ({n / total:.1%})" for value, n in shown) + (
+            f", and {more} more classes" if more > 0 else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -272,7 +284,7 @@ def profile_frame(frame: pd.DataFrame, cfg: Config, *, more_rows: bool = False) 
             f"{where} has no column {' and no column '.join(absent)}; "
             f"its columns: {_listing(names)}"
         )
-    target, labels = profile_target(frame[cfg.data.target], cfg.data.target, where)
+    target, labels = profile_target(frame[cfg.data.target], cfg, where)
     columns = [_profile_column(frame[name], name, labels, cfg) for name in names]
     notes = _profile_notes(frame, cfg, target, more_rows)
     return DataProfile(
@@ -357,31 +369,52 @@ def cover_whole_table(profile: DataProfile, cfg: Config, *, skip: int) -> DataPr
     return replace(profile, columns=updated, notes=[*notes, note])
 
 
-def profile_target(series: pd.Series, name: str, where: str) -> tuple[TargetProfile, np.ndarray]:
-    """Check the target and count its values; return it with the 0/1 labels as an array.
+def profile_target(series: pd.Series, cfg: Config, where: str) -> tuple[TargetProfile, np.ndarray]:
+    """Check the target for the config's task and describe it; return it with the 0/1
+    indicator columns the leak scores are measured against (one per column of the array).
 
-    Binary classification is the only task for now, so the target must be 0/1 (or
-    false/true) with no missing values. This is the one place a new task type extends.
+    Binary: the two labels (more is an error naming multiclass); multiclass: one indicator per
+    class, for the ``MAX_LEAK_CLASSES`` most frequent; regression: "above the median" (a
+    non-numeric target is an error). This is the one place a new task extends.
     """
+    name = cfg.data.target
     missing = int(series.isna().sum())
     if missing:
         raise DataError(
             f"target '{name}' is missing in {missing:,} of {len(series):,} rows of {where}: "
             "every training row needs a label (filter them out in the query)"
         )
-    numeric = pd.to_numeric(series, errors="coerce").astype("float64")
-    if numeric.isna().any() or not numeric.isin([0.0, 1.0]).all():
-        seen = series.astype(str).value_counts()
-        shown = ", ".join(repr(value) for value in seen.index[:8])
-        more = f" and {len(seen) - 8} more" if len(seen) > 8 else ""
-        raise DataError(
-            f"target '{name}' in {where} must be 0/1 (binary classification is the only task "
-            f"for now); its values are {shown}{more}"
+    if cfg.task == "regression":
+        numeric = pd.to_numeric(series, errors="coerce").astype("float64")
+        if numeric.isna().any() or pd.api.types.is_bool_dtype(series):
+            shown = ", ".join(repr(v) for v in series[numeric.isna()].astype(str).unique()[:5])
+            raise DataError(
+                f"target '{name}' in {where} is not numeric (e.g. {shown or 'true/false'}): "
+                "regression predicts a number; for labels set task: binary_classification or "
+                "multiclass_classification"
+            )
+        values = numeric.to_numpy()
+        summary = (
+            f"numeric: mean {values.mean():.4g}, min {values.min():.4g}, median "
+            f"{np.median(values):.4g}, max {values.max():.4g}"
         )
-    labels = numeric.to_numpy(dtype="int64")
-    positives = int(labels.sum())
-    counts = {"0": len(labels) - positives, "1": positives}
-    return TargetProfile(name=name, task="binary", counts=counts), labels
+        above = (values > np.median(values)).astype("int64").reshape(-1, 1)
+        return TargetProfile(name=name, task=cfg.task, counts={}, summary=summary), above
+    text = series.map(lambda value: str(as_label(value)))
+    # Most frequent first; ties in label order, so the description is stable.
+    counts = text.value_counts().sort_index().sort_values(ascending=False, kind="stable")
+    if cfg.task == "binary_classification" and len(counts) > 2:
+        shown = ", ".join(repr(value) for value in counts.index[:8])
+        raise DataError(
+            f"target '{name}' in {where} has {len(counts)} classes ({shown}): set task: "
+            "multiclass_classification, or regression for a number"
+        )
+    classes = counts.index[: 1 if len(counts) <= 2 else MAX_LEAK_CLASSES]
+    indicators = np.column_stack([(text == label).to_numpy(dtype="int64") for label in classes])
+    profile = TargetProfile(
+        name=name, task=cfg.task, counts={str(k): int(v) for k, v in counts.items()}
+    )
+    return profile, indicators
 
 
 def propose_features(
@@ -873,7 +906,7 @@ def _profile_notes(
             f"id column '{cfg.data.id_column}' repeats {duplicated:,} value(s): validate "
             "requires one row per id"
         )
-    if min(target.counts.values()) == 0:
+    if target.counts and len(target.counts) < 2:
         notes.append(
             f"the target has a single class ({target.describe()}): training needs both; "
             "leaks were not checked"
@@ -921,6 +954,16 @@ def _round_to(value: float, step: float, *, down: bool) -> float:
     return int(rounded) if rounded.is_integer() and abs(rounded) < 2**53 else rounded
 
 
+def _best_auc(scores: np.ndarray, indicators: np.ndarray) -> float | None:
+    """The highest ROC-AUC of ``scores`` over the target's indicator columns."""
+    known = [
+        auc
+        for auc in (_roc_auc(scores, indicators[:, k]) for k in range(indicators.shape[1]))
+        if auc is not None
+    ]
+    return max(known) if known else None
+
+
 def _roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """ROC-AUC of ``scores`` for 0/1 ``labels`` (ties count half), folded so that 1 - AUC
     counts as well as AUC; None without both classes."""
@@ -937,17 +980,22 @@ def _numeric_auc(values: np.ndarray, labels: np.ndarray) -> float | None:
     """The raw values' ROC-AUC; missing values ranked lowest and then highest, keeping the
     better, so a value that is present only for one class (a cancellation amount) counts."""
     if not np.isnan(values).any():
-        return _roc_auc(values, labels)
-    scores = [_roc_auc(np.nan_to_num(values, nan=fill), labels) for fill in (-np.inf, np.inf)]
+        return _best_auc(values, labels)
+    scores = [_best_auc(np.nan_to_num(values, nan=fill), labels) for fill in (-np.inf, np.inf)]
     known = [score for score in scores if score is not None]
     return max(known) if known else None
 
 
 def _category_auc(series: pd.Series, labels: np.ndarray) -> float | None:
-    """ROC-AUC of each row's category target rate (missing values: a category of their own)."""
+    """ROC-AUC of each row's category target rate (missing values: a category of their own),
+    the best over the target's indicator columns."""
     keys = series.astype(object).where(series.notna(), "\x00missing").astype(str).to_numpy()
-    rates = pd.Series(labels, dtype="float64").groupby(keys).transform("mean").to_numpy()
-    return _roc_auc(rates, labels)
+    aucs = []
+    for k in range(labels.shape[1]):
+        rates = pd.Series(labels[:, k], dtype="float64").groupby(keys).transform("mean")
+        aucs.append(_roc_auc(rates.to_numpy(), labels[:, k]))
+    known = [auc for auc in aucs if auc is not None]
+    return max(known) if known else None
 
 
 # -- config text ------------------------------------------------------------------------------

@@ -6,29 +6,15 @@ the API and batch predict return ``"gold"`` or ``True`` exactly as the table spe
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import pandas as pd
 
-from ..config import Config, Label
+from ..config import Config, Label, as_label
 from ..errors import DataError
 from .base import Target
 
 # More distinct labels than this is almost always a numeric target or an id column.
 MAX_CLASSES = 100
-
-
-def as_label(value: object) -> Label:
-    """A JSON-ready label: numpy scalars become bool/int, integral floats (a nullable integer
-    column read as float) become int, anything else its text."""
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real) and float(value).is_integer():
-        return int(float(value))
-    return str(value)
 
 
 def _order(label: Label) -> tuple[int, Label]:

@@ -146,6 +146,7 @@ def version_tags(metadata: artifacts.ModelMetadata) -> dict[str, str]:
         "threshold": "" if metadata.threshold is None else f"{metadata.threshold:.6f}",
         "onnx_parity": "passed",
         "onnx_max_abs_diff": f"{float(parity.get('max_abs_diff', 0.0)):.3e}",
+        "onnx_max_scaled_diff": f"{float(parity.get('max_scaled_diff', 0.0)):.3e}",
         "onnx_label_flips": str(parity.get("label_flips", 0)),
         **{f"test_{key}": f"{value:.6f}" for key, value in metadata.metrics.items()},
     }
