@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 # Writes the dataset as the user's table `records` (id `record_id`) to data/own.db.
 DATASET_SCRIPT = textwrap.dedent(
     """
-    import json, re, sqlite3, sys
+    import json, os, re, sqlite3, sys
     from sklearn import datasets
 
     name, target = sys.argv[1], sys.argv[2]
@@ -36,6 +36,7 @@ DATASET_SCRIPT = textwrap.dedent(
         values = values.map(dict(enumerate(bunch.target_names)))
     frame.insert(0, "record_id", range(1, len(frame) + 1))
     frame[target] = values
+    os.makedirs("data", exist_ok=True)
     with sqlite3.connect("data/own.db") as connection:
         frame.to_sql("records", connection, index=False)
     labels = [] if name == "diabetes" else [str(label) for label in bunch.target_names]

@@ -47,8 +47,8 @@ class EvaluationResult:
 def importance_table(
     pipeline: Any, features: pd.DataFrame, y: np.ndarray, task: Task, repeats: int, seed: int
 ) -> pd.DataFrame:
-    """Permutation importance of each *raw* input column (how much the task's score drops
-    when the column is shuffled)."""
+    """Permutation importance of each model input (how much the task's score drops when the
+    column is shuffled): the raw columns, and a timestamp's derived parts one by one."""
     result = permutation_importance(
         pipeline,
         features,

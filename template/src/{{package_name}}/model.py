@@ -4,6 +4,7 @@ imbalance handled for classifiers."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from sklearn.base import BaseEstimator
@@ -75,11 +76,17 @@ def build_estimator(cfg: ModelConfig, seed: int, task: str) -> BaseEstimator:
     return estimator
 
 
-def build_pipeline(cfg: Config) -> Pipeline:
-    """Features + estimator, unfitted; the preprocessing is what this estimator needs."""
+def build_pipeline(cfg: Config, frequent: Mapping[str, list[str]] | None = None) -> Pipeline:
+    """Features + estimator, unfitted; the preprocessing is what this estimator needs.
+
+    ``frequent``: the categories each ``min_frequency`` feature keeps (see
+    ``features.frequent_categories``)."""
     name = cfg.model.name
     preprocessor = build_preprocessor(
-        cfg.features, scale=name in NEEDS_SCALING, impute=name not in HANDLES_MISSING
+        cfg.features,
+        scale=name in NEEDS_SCALING,
+        impute=name not in HANDLES_MISSING,
+        frequent=frequent,
     )
     return Pipeline(
         [

@@ -18,11 +18,16 @@ import pandas as pd
 
 from .config import FeaturesConfig
 from .errors import ModelExportError
+from .inputs import model_inputs
 from .serving.runtime import OnnxScorer
 from .tasks import Task
 
 PARITY_TOLERANCE = 1e-5
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+# How the graph tokenises text like scikit-learn's default token pattern (letters and digits,
+# Unicode included, two or more), lower-casing under a locale every image has. Keyed by class:
+# the ColumnTransformer clones its vectorizers.
+TEXT_OPTIONS = {"tokenexp": r"[\p{L}\p{N}_]{2,}", "locale": "C.UTF-8"}
 
 
 @dataclass(frozen=True)
@@ -45,11 +50,18 @@ def export_pipeline(pipeline: Any, features: FeaturesConfig) -> bytes:
     class probabilities as one array (no per-row dictionaries)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
-    initial_types = [(f.name, FloatTensorType([None, 1])) for f in features.numeric]
-    initial_types += [(c.name, StringTensorType([None, 1])) for c in features.categorical]
+    initial_types = [
+        (name, FloatTensorType([None, 1]) if kind == "float" else StringTensorType([None, 1]))
+        for name, kind in model_inputs(features)
+    ]
     estimator = pipeline.steps[-1][1]
-    options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else {}
+    options: dict[Any, Any] = {}
+    if hasattr(estimator, "predict_proba"):
+        options[id(estimator)] = {"zipmap": False}
+    if features.text:
+        options[TfidfVectorizer] = TEXT_OPTIONS
     try:
         model = convert_sklearn(
             pipeline,
@@ -77,9 +89,7 @@ def check_parity(
 ) -> ParityReport:
     """Score ``frame`` (model-ready rows) with both and compare; raise if they disagree."""
     native = task.scores(pipeline, frame)
-    exported = OnnxScorer(onnx_model, features).predict_columns(
-        {name: frame[name].to_numpy() for name in features.names}
-    )
+    exported = OnnxScorer(onnx_model, features).predict_model_columns(frame)
     if exported.shape != native.shape:
         raise ModelExportError(
             f"the ONNX export returns shape {exported.shape}, scikit-learn {native.shape}: "

@@ -22,7 +22,7 @@ from .config import Config
 from .data.extract import iter_files, iter_query, read_query, resolve_files, source_engine
 from .data.validate import validate_frame
 from .errors import DataError
-from .features import to_model_frame
+from .features import raw_columns
 from .serving.runtime import load_predictor
 from .versioning import new_partial_file
 
@@ -86,10 +86,7 @@ def predict_batch(
             valid = validate_frame(
                 chunk, cfg, with_target=False, with_id=False, source=f"input {source}"
             )
-            model_rows = to_model_frame(valid, features)
-            scores = predictor.predict_columns(
-                {name: model_rows[name].to_numpy() for name in features.names}
-            )
+            scores = predictor.predict_columns(raw_columns(valid, features))
             result = pd.DataFrame(outputs.columns(scores), index=valid.index)
             if id_column in chunk.columns:
                 result.insert(0, id_column, chunk[id_column].to_numpy())

@@ -27,7 +27,7 @@ from .config import Config
 from .data.extract import extract_training_frame
 from .data.validate import validate_frame
 from .errors import DataError, ModelQualityError, TrackingError
-from .features import to_model_frame
+from .features import check_trainable, frequent_categories, raw_columns, to_model_frame
 from .model import build_pipeline
 from .tasks import Task, task_for
 from .versioning import git_commit
@@ -168,7 +168,8 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
     x_train, x_test = features.iloc[train_rows], features.iloc[test_rows]
     y_train, y_test = y[train_rows], y[test_rows]
     ids_test = ids[test_rows]
-    pipeline = build_pipeline(cfg)
+    check_trainable(x_train, cfg.features, source)
+    pipeline = build_pipeline(cfg, frequent_categories(x_train, cfg.features))
     oof, scored, cv_metrics = cross_validate_oof(pipeline, task, x_train, y_train, cfg)
     threshold = task.tune_threshold(y_train[scored], oof[scored], cfg.training.threshold_metric)
     pipeline.fit(x_train, y_train)
@@ -207,7 +208,7 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
         importance=importance,
     )
     commit = git_commit()
-    input_example = _input_example(x_test, cfg)
+    input_example = _input_example(data.iloc[test_rows], cfg)
 
     def write(model_dir: Path) -> None:
         sha = artifacts.save_pipeline(pipeline, model_dir)
@@ -308,18 +309,25 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
     )
 
 
-def _input_example(features: pd.DataFrame, cfg: Config) -> dict[str, object]:
-    """One real test record as JSON-ready values, typed as the API expects them."""
-    complete = features.dropna()
-    row = (complete if not complete.empty else features).iloc[0]
+def _input_example(rows: pd.DataFrame, cfg: Config) -> dict[str, object]:
+    """One real test record as JSON-ready raw values, typed as the API expects them."""
+    complete = rows[cfg.features.names].dropna()
+    row = (complete if not complete.empty else rows).iloc[[0]]
+    columns = raw_columns(row, cfg.features)
     example: dict[str, object] = {}
     for feature in cfg.features.numeric:
-        value = row[feature.name]
-        if pd.isna(value):
+        value = columns[feature.name][0]
+        if np.isnan(value):
             example[feature.name] = None
         else:
             example[feature.name] = int(value) if feature.dtype == "int" else float(value)
-    for categorical in cfg.features.categorical:
-        value = row[categorical.name]
-        example[categorical.name] = None if pd.isna(value) else str(value)
-    return example
+    for boolean in cfg.features.boolean:
+        value = columns[boolean.name][0]
+        example[boolean.name] = None if np.isnan(value) else bool(value)
+    for stamp in cfg.features.datetime:
+        value = columns[stamp.name][0]
+        example[stamp.name] = None if np.isnat(value) else f"{value}Z"
+    for name in [f.name for f in cfg.features.categorical] + [f.name for f in cfg.features.text]:
+        value = columns[name][0]
+        example[name] = None if value is None else str(value)
+    return {name: example[name] for name in cfg.features.names}

@@ -4,11 +4,13 @@
 column (type, missing share, distinct values, range and quantiles, top values, how well it alone
 predicts the target) in ``reports/profile.md`` and ``reports/profile.html``, and proposes the
 config's ``features:`` section from what it saw: numbers with a range that covers every observed
-value plus a margin, 0/1 columns as integers from 0 to 1, strings with few distinct values as
-categories (every observed value), ``nullable`` wherever values were missing. Columns that must
-not be features are listed with the reason instead: the id and the target,
+value plus a margin, true/false and 0/1 columns as booleans, dates and timestamps as datetime
+features, strings with few distinct values as categories (every observed value), strings with
+many values as high-cardinality categories (``unknown: other`` with a ``min_frequency``) or, when
+they average several words, as free text; ``nullable`` wherever values were missing. Columns
+that must not be features are listed with the reason instead: the id and the target,
 ``data.leaky_columns``, columns unique per row (likely IDs), near-perfect single-column
-predictors of the target (likely leaks), constant or empty columns, free text and dates.
+predictors of the target (likely leaks), constant or empty columns and unsupported types.
 
 ``profile --write`` replaces only the lines of the config's ``features:`` section: every other
 line, comments included, stays byte for byte. The new section is written by PyYAML, the library
@@ -53,6 +55,13 @@ from .extract import iter_training_chunks
 DEFAULT_ROWS = 100_000
 # More distinct strings than this: free text or an ID-like code, not a category.
 MAX_CATEGORIES = 50
+# Strings with more distinct values are free text when they average this many words (judged on
+# this many of them), else a high-cardinality categorical (unknown: other, min_frequency).
+TEXT_MIN_WORDS = 3
+TEXT_SAMPLE = 1000
+# min_frequency proposed for a high-cardinality column: a value seen fewer times than this in
+# training is grouped with unknown ones.
+MIN_FREQUENCY = 10
 # A multiclass target's classes listed in the summary, and scored against for leaks.
 MAX_SHOWN_CLASSES = 10
 MAX_LEAK_CLASSES = 10
@@ -66,7 +75,9 @@ TOP_VALUES = 5
 MARKDOWN_REPORT = "profile.md"
 HTML_REPORT = "profile.html"
 
-Kind = Literal["numeric", "boolean", "categorical", "text", "datetime", "empty", "other"]
+Kind = Literal[
+    "numeric", "boolean", "categorical", "many_values", "text", "datetime", "empty", "other"
+]
 
 # Dates and timestamps stored as text (SQLite has no date type): 2024-01-31, 2024-01-31 12:00:00,
 # 2024-01-31T12:00:00.5+01:00.
@@ -303,7 +314,7 @@ def cover_whole_table(profile: DataProfile, cfg: Config, *, skip: int) -> DataPr
     """``profile`` with each proposed column's min/max, missing count and categories extended
     over the rows of ``data.query`` after the first ``skip`` (the profiled ones), read in chunks
     so memory stays bounded. A categorical column that turns out to have more than
-    ``MAX_CATEGORIES`` values is excluded as free text. Statistics that describe the
+    ``MAX_CATEGORIES`` values becomes a high-cardinality one. Statistics that describe the
     distribution (quantiles, top values, leak scores) stay those of the profiled rows."""
     columns = {column.name: column for column in profile.proposed}
     minimum = {name: c.minimum for name, c in columns.items() if c.kind != "categorical"}
@@ -337,14 +348,14 @@ def cover_whole_table(profile: DataProfile, cfg: Config, *, skip: int) -> DataPr
         if column.name not in columns:
             updated.append(column)
         elif column.name in categories and len(categories[column.name]) > MAX_CATEGORIES:
-            count = len(categories[column.name])
+            # Too many values to list over the whole table: propose it as high-cardinality.
             updated.append(
                 replace(
                     column,
-                    kind="text",
-                    excluded_as="free text",
-                    reason=f"{count} distinct values over the whole table: text or a code, "
-                    "not a category",
+                    kind="many_values",
+                    categories=[],
+                    rows=column.rows + total,
+                    missing=missing[column.name],
                 )
             )
         else:
@@ -427,26 +438,27 @@ def propose_features(
     columns are still numeric features are kept; the others are dropped, with a note.
     """
     descriptions, interactions, previous_names = _previous_section(previous)
-    numeric: list[dict[str, Any]] = []
-    categorical: list[dict[str, Any]] = []
+    groups: dict[str, list[dict[str, Any]]] = {group: [] for group in FEATURE_GROUPS}
     for column in profile.proposed:
         entry: dict[str, Any] = {"name": column.name}
+        group = PROPOSED_GROUP[column.kind]
         if column.kind == "categorical":
             entry["categories"] = list(column.categories)
-        else:
-            low, high = (0, 1) if column.kind == "boolean" else _bounds(column)
-            if column.integral or column.kind == "boolean":
+        elif column.kind == "many_values":
+            entry["unknown"] = "other"
+            entry["min_frequency"] = max(2, min(MIN_FREQUENCY, column.rows // 100))
+        elif column.kind == "numeric":
+            low, high = _bounds(column)
+            if column.integral:
                 entry["dtype"] = "int"
             entry.update({"min": low, "max": high})
-        if column.missing:
+        if column.missing and column.kind != "text":  # text: nullable by default
             entry["nullable"] = True
-        description = descriptions.get(column.name) or (
-            "Boolean (0/1)" if column.kind == "boolean" else ""
-        )
-        if description:
-            entry["description"] = description
-        (categorical if column.kind == "categorical" else numeric).append(entry)
-    if not numeric and not categorical:
+        if descriptions.get(column.name):
+            entry["description"] = descriptions[column.name]
+        groups[group].append(entry)
+    numeric = groups["numeric"]
+    if not any(groups.values()):
         labels = [column.excluded_as or "" for column in profile.excluded]
         counts = ", ".join(f"{labels.count(label)} {label}" for label in dict.fromkeys(labels))
         example = next(
@@ -466,7 +478,7 @@ def propose_features(
             notes.append(f"interaction [{left}, {right}] dropped: {' and '.join(gone)} {verb}")
         else:
             kept.append([left, right])
-    proposed = numeric_names | {entry["name"] for entry in categorical}
+    proposed = {entry["name"] for entries in groups.values() for entry in entries}
     columns = {column.name for column in profile.columns}
     absent = [name for name in previous_names if name not in columns]
     if absent:
@@ -476,7 +488,8 @@ def propose_features(
     excluded = [name for name in previous_names if name in columns and name not in proposed]
     if excluded:
         notes.append(f"previous features now excluded (see why above): {_listing(excluded, 8)}")
-    features = {"numeric": numeric, "categorical": categorical, "interactions": kept}
+    features: dict[str, Any] = {group: entries for group, entries in groups.items() if entries}
+    features["interactions"] = kept
     return FeatureProposal(features=features, notes=notes)
 
 
@@ -501,7 +514,7 @@ def features_yaml(features: Mapping[str, Any], header: str = "", newline: str = 
     config writes them, with ``header`` as a comment under ``features:``."""
     body: dict[str, Any] = {}
     for key, value in features.items():
-        if key in ("numeric", "categorical") and isinstance(value, list):
+        if key in FEATURE_GROUPS and isinstance(value, list):
             body[key] = [_FlowMapping(v) if isinstance(v, Mapping) else v for v in value]
         elif key == "interactions" and isinstance(value, list):
             body[key] = [_FlowSequence(v) if isinstance(v, list | tuple) else v for v in value]
@@ -590,15 +603,15 @@ def write_profile_reports(
 def summary_lines(result: ProfileResult, command: str = f"python -m {PACKAGE}") -> list[str]:
     """What the ``profile`` command prints."""
     profile, features = result.profile, result.proposal.features
-    booleans = sum(1 for c in profile.proposed if c.kind == "boolean")
+    counts = ", ".join(
+        f"{len(features[group])} {group}" for group in FEATURE_GROUPS if features.get(group)
+    )
     lines = [
         f"profiled {profile.rows:,} rows of {profile.query} ({profile.source}), "
         f"{len(profile.columns)} columns"
         + ("; the query returns more rows (--rows to read more)" if profile.more_rows else ""),
         f"target {profile.target.name}: {profile.target.describe()}",
-        f"proposed features: {len(features['numeric'])} numeric ({booleans} boolean), "
-        f"{len(features['categorical'])} categorical, "
-        f"{len(features['interactions'])} interaction(s) kept",
+        f"proposed features: {counts}, {len(features['interactions'])} interaction(s) kept",
     ]
     if profile.excluded:
         lines.append("excluded columns:")
@@ -736,14 +749,14 @@ def _profile_column(series: pd.Series, name: str, labels: np.ndarray, cfg: Confi
         distinct = _distinct(series)
     if kind == "categorical":
         stats["categories"] = sorted(str(value) for value in series.dropna().unique())
-    if kind in ("categorical", "text", "boolean", "datetime", "other"):
+    if kind in ("categorical", "many_values", "text", "boolean", "datetime", "other"):
         counts = series.dropna().astype(str).value_counts().head(TOP_VALUES)
         stats["top"] = [(str(value), int(n)) for value, n in counts.items()]
     auc = None
     if name not in (cfg.data.id_column, cfg.data.target):
         if values is not None:
             auc = _numeric_auc(values.to_numpy(dtype="float64"), labels)
-        elif kind == "categorical":
+        elif kind in ("categorical", "many_values"):
             auc = _category_auc(series, labels)
     profile = ColumnProfile(
         name=name,
@@ -785,7 +798,12 @@ def _classify(series: pd.Series) -> tuple[Kind, pd.Series | None, str]:
     if all(issubclass(t, str) for t in types):
         if all(_ISO_DATE.fullmatch(value) for value in distinct):
             return "datetime", None, ""
-        return ("categorical" if len(distinct) <= MAX_CATEGORIES else "text"), None, ""
+        if len(distinct) <= MAX_CATEGORIES:
+            return "categorical", None, ""
+        # Many distinct strings: prose (several words each) or codes with a long tail.
+        sample = distinct[:TEXT_SAMPLE]
+        words = float(np.mean([len(str(value).split()) for value in sample]))
+        return ("text" if words >= TEXT_MIN_WORDS else "many_values"), None, ""
     if all(issubclass(t, bool | np.bool_) for t in types):
         return "boolean", _as_float(series), ""
     if all(issubclass(t, numbers.Number) for t in types):  # Decimal from NUMERIC columns too
@@ -845,24 +863,14 @@ def _exclusion(column: ColumnProfile, detail: str, cfg: Config) -> tuple[str, st
         value = column.top[0][0] if column.top else _number(column.minimum)
         where = " that has one" if column.missing else ""
         return "constant", f"a single value ({value}) in every row{where}"
-    if column.kind == "datetime":
-        return "date/time", (
-            "dates/times: no date feature type yet; derive a number from it in the query "
-            "(e.g. days since)"
-        )
     if column.kind == "other":
         return "unsupported type", detail
-    id_like = column.kind in ("categorical", "text") or (
+    id_like = column.kind in ("categorical", "many_values", "text") or (
         column.kind == "numeric" and column.integral
     )
     if id_like and column.missing == 0 and column.rows > 1 and column.distinct == column.rows:
         return "likely ID", (
             "unique per row: likely an ID (add it to features by hand if it is a real feature)"
-        )
-    if column.kind == "text":
-        return "free text", (
-            f"{column.distinct:,} distinct strings: free text or too many categories (at most "
-            f"{MAX_CATEGORIES}); group them in the query to use it"
         )
     if column.target_auc is not None and column.target_auc >= LEAK_ROC_AUC:
         return "likely leak", (
@@ -996,6 +1004,18 @@ def _category_auc(series: pd.Series, labels: np.ndarray) -> float | None:
         aucs.append(_roc_auc(rates.to_numpy(), labels[:, k]))
     known = [auc for auc in aucs if auc is not None]
     return max(known) if known else None
+
+
+# The config's feature groups, and the group each proposed kind of column goes to.
+FEATURE_GROUPS = ("numeric", "categorical", "boolean", "datetime", "text")
+PROPOSED_GROUP: dict[str, str] = {
+    "numeric": "numeric",
+    "categorical": "categorical",
+    "many_values": "categorical",
+    "boolean": "boolean",
+    "datetime": "datetime",
+    "text": "text",
+}
 
 
 # -- config text ------------------------------------------------------------------------------
@@ -1132,7 +1152,7 @@ def _previous_section(
     interactions: list[tuple[str, str]] = []
     if not isinstance(previous, Mapping):
         return descriptions, interactions, names
-    for key in ("numeric", "categorical"):
+    for key in FEATURE_GROUPS:
         entries = previous.get(key)
         for entry in entries if isinstance(entries, list) else []:
             if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):

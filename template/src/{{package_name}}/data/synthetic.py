@@ -34,6 +34,14 @@ REGRESSION_MEAN = 100.0
 REGRESSION_NOISE = 0.3
 # First timestamp of a synthetic training.order_column (one row per hour after it).
 ORDER_START = "2024-01-01"
+# Values of a categorical feature that lists none (``unknown: other``).
+OPEN_LEVELS = 300
+# Datetime features: uniform over two years from this start.
+DATETIME_START = "2023-01-01T00:00:00"
+DATETIME_SPAN_S = 2 * 365 * 86_400
+# Text features: documents of this many words drawn from a vocabulary of this size.
+TEXT_VOCABULARY = 40
+TEXT_WORDS = 8
 
 
 def numeric_bounds(feature: NumericFeature) -> tuple[float, float]:
@@ -81,14 +89,46 @@ def synthetic_frame(
             else pd.array(values, dtype="Float64")
         )
     for categorical in cfg.features.categorical:
-        levels = np.asarray(categorical.categories, dtype=object)
+        # A high-cardinality column without a list: a few hundred made-up values.
+        listed = categorical.categories or [f"{categorical.name}_{i}" for i in range(OPEN_LEVELS)]
+        levels = np.asarray(listed, dtype=object)
         level_effects = effects.normal(size=len(levels))
-        picks = rng.integers(0, len(levels), size=rows)
+        if categorical.categories:
+            picks = rng.integers(0, len(levels), size=rows)
+        else:  # a long tail, as such columns have: some values frequent, most rare
+            picks = np.minimum(rng.zipf(1.4, size=rows) - 1, len(levels) - 1)
         logit += level_effects[picks]
         values = levels[picks].copy()
         if categorical.nullable:
             values[rng.random(rows) < MISSING_SHARE] = None
         columns[categorical.name] = values
+    for boolean in cfg.features.boolean:
+        flags = rng.random(rows) < 0.4
+        logit += effects.normal() * (flags - 0.4) * 2
+        values = flags.astype(object)
+        if boolean.nullable:
+            values[rng.random(rows) < MISSING_SHARE] = None
+        columns[boolean.name] = values
+    for stamp in cfg.features.datetime:
+        offsets = rng.integers(0, DATETIME_SPAN_S, size=rows)
+        stamps = np.datetime64(DATETIME_START, "s") + offsets.astype("timedelta64[s]")
+        hours = (offsets % 86_400) / 86_400
+        logit += effects.normal() * np.sin(2 * np.pi * hours) + effects.normal() * (
+            offsets / DATETIME_SPAN_S - 0.5
+        )
+        text = np.array([f"{value}Z" for value in stamps], dtype=object)
+        if stamp.nullable:
+            text[rng.random(rows) < MISSING_SHARE] = None
+        columns[stamp.name] = text
+    for text_feature in cfg.features.text:
+        words = np.asarray([f"{text_feature.name}{i}" for i in range(TEXT_VOCABULARY)])
+        weights = effects.normal(size=len(words))
+        picks = rng.integers(0, len(words), size=(rows, TEXT_WORDS))
+        logit += weights[picks].mean(axis=1) * 2
+        documents = np.array([" ".join(words[row]) for row in picks], dtype=object)
+        if text_feature.nullable:
+            documents[rng.random(rows) < MISSING_SHARE] = None
+        columns[text_feature.name] = documents
     frame = pd.DataFrame(columns)
     if not with_target:
         return frame

@@ -8,12 +8,15 @@ a short readable report, so a bad extract stops the run with what to fix, not a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from ..config import Config
 from ..errors import DataError, DataValidationError
+from .coerce import unreadable_booleans, unreadable_datetimes
 
 MAX_REPORT_LINES = 20
 
@@ -38,9 +41,20 @@ def build_schema(
     for categorical in cfg.features.categorical:
         # No dtype check: the allowed values are the real check, and a column that is entirely
         # missing in one chunk arrives as float, which a str dtype check would wrongly refuse.
-        columns[categorical.name] = pa.Column(
-            None, checks=[_in_categories(categorical.categories)], nullable=categorical.nullable
+        checks = [] if categorical.unknown == "other" else [_in_categories(categorical.categories)]
+        columns[categorical.name] = pa.Column(None, checks=checks, nullable=categorical.nullable)
+    for boolean in cfg.features.boolean:
+        columns[boolean.name] = pa.Column(
+            None, checks=[_readable(unreadable_booleans, "true/false")], nullable=boolean.nullable
         )
+    for stamp in cfg.features.datetime:
+        columns[stamp.name] = pa.Column(
+            None,
+            checks=[_readable(unreadable_datetimes, "an ISO 8601 date/time")],
+            nullable=stamp.nullable,
+        )
+    for text in cfg.features.text:
+        columns[text.name] = pa.Column(None, nullable=text.nullable)
     return pa.DataFrameSchema(columns, strict=False, coerce=False)
 
 
@@ -106,6 +120,17 @@ def _in_categories(categories: list[str]) -> pa.Check:
         element_wise=False,
         name="isin",
         error=f"isin({sorted(allowed)})",
+    )
+
+
+def _readable(unreadable: Callable[[pd.Series], pd.Series], what: str) -> pa.Check:
+    """Present values must read as ``what`` (missing ones are the nullable check's)."""
+    return pa.Check(
+        lambda series: ~unreadable(series),
+        element_wise=False,
+        name="readable",
+        error=f"readable as {what}",
+        ignore_na=True,
     )
 
 

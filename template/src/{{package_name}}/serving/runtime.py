@@ -19,10 +19,10 @@ import numpy as np
 from .. import artifacts
 from ..config import FeaturesConfig
 from ..errors import ModelNotFoundError
+from ..inputs import model_columns, model_inputs, onnx_feeds
 from ..ortsession import create_session
 from .outputs import Outputs
 
-MISSING_CATEGORY = "missing"  # the same spelling as features.MISSING_CATEGORY (tested)
 Runtime = Literal["onnx", "sklearn"]
 
 
@@ -55,33 +55,30 @@ def load_predictor(model_dir: Path, runtime: Runtime = "onnx") -> Predictor:
 
 
 class OnnxScorer:
-    """One ONNX Runtime session over an exported graph with one input per feature."""
+    """One ONNX Runtime session over an exported graph with one input per model input."""
 
     def __init__(self, model: bytes, features: FeaturesConfig) -> None:
         try:
             self._session = create_session(model)
         except Exception as exc:  # ONNX Runtime raises its own error types for bad graphs
             raise ModelNotFoundError(f"the ONNX model cannot be loaded: {exc}") from None
-        self._numeric = [f.name for f in features.numeric]
-        self._categorical = [c.name for c in features.categorical]
-        self.names = self._numeric + self._categorical
+        self._features = features
+        self._inputs = model_inputs(features)
+        self.names = features.names
         outputs = [output.name for output in self._session.get_outputs()]
         # A classifier's graph has "probabilities" (no zipmap); a regressor's one output.
         self._classifier = "probabilities" in outputs
         self._output = "probabilities" if self._classifier else outputs[0]
 
     def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Class probabilities ``(n, k)`` or values ``(n,)`` for equally long feature columns."""
-        feeds: dict[str, np.ndarray] = {}
-        for name in self._numeric:
-            # None becomes NaN, as in pandas: the graph imputes it (or routes it, for
-            # gradient boosting) exactly as the pipeline did in training.
-            feeds[name] = np.asarray(columns[name], dtype=np.float32).reshape(-1, 1)
-        for name in self._categorical:
-            feeds[name] = np.array(
-                [MISSING_CATEGORY if _is_missing(v) else str(v) for v in columns[name]],
-                dtype=object,
-            ).reshape(-1, 1)
+        """Class probabilities ``(n, k)`` or values ``(n,)`` for equally long raw feature
+        columns (None/NaN for missing values: the graph imputes them, or routes them for
+        gradient boosting, exactly as the pipeline did in training)."""
+        return self.predict_model_columns(model_columns(self._features, columns))
+
+    def predict_model_columns(self, columns: Mapping[str, Any] | Any) -> np.ndarray:
+        """The same for the model's inputs (``inputs.model_columns`` / a model frame)."""
+        feeds = onnx_feeds(columns, self._inputs)
         result = np.asarray(self._session.run([self._output], feeds)[0], dtype=np.float64)
         return result if self._classifier else result.reshape(-1)
 
@@ -128,7 +125,3 @@ def smoke_test(predictor: Predictor) -> None:
             f"the model does not score its own input example ({problem} for a "
             f"{predictor.metadata.task} model): retrain or restore it"
         )
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)

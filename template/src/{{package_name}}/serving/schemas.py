@@ -6,13 +6,16 @@ model in step: wrong types, missing or unknown fields, NaN/inf, out-of-range num
 categories are rejected by pydantic with a 422 before the model sees them.
 """
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 
 from ..config import CategoricalFeature, FeaturesConfig, Label, NumericFeature
 
 STRICT_RECORD = ConfigDict(extra="forbid", frozen=True)
+# The longest value accepted for a categorical feature with ``unknown: other``.
+MAX_CATEGORY_LENGTH = 200
 
 
 def _integral(value: Any) -> Any:
@@ -41,17 +44,29 @@ def _numeric_field(feature: NumericFeature) -> tuple[Any, Any]:
 
 
 def _categorical_field(feature: CategoricalFeature) -> tuple[Any, Any]:
-    allowed: Any = Literal[tuple(feature.categories)]
-    description = feature.description or None
-    if feature.nullable:
-        return Annotated[allowed | None, Field(description=description)], ...
-    return Annotated[allowed, Field(description=description)], ...
+    if feature.unknown == "other":  # any text: values outside the known ones are "other"
+        allowed: Any = Annotated[str, Field(max_length=MAX_CATEGORY_LENGTH)]
+    else:
+        allowed = Literal[tuple(feature.categories)]
+    return _field(allowed, feature.nullable, feature.description)
+
+
+def _field(kind: Any, nullable: bool, description: str) -> tuple[Any, Any]:
+    described = Field(description=description or None)
+    return (Annotated[kind | None, described] if nullable else Annotated[kind, described]), ...
 
 
 def build_record_model(features: FeaturesConfig) -> type[BaseModel]:
-    """A pydantic model with one required field per feature (nullable ones accept null)."""
+    """A pydantic model with one required field per feature (nullable ones accept null):
+    numbers within their bounds, listed categories, true/false, ISO 8601 date-times (naive
+    ones are UTC) and text up to its ``max_length``."""
     fields: dict[str, Any] = {f.name: _numeric_field(f) for f in features.numeric}
     fields.update({f.name: _categorical_field(f) for f in features.categorical})
+    fields.update({f.name: _field(StrictBool, f.nullable, f.description) for f in features.boolean})
+    fields.update({f.name: _field(datetime, f.nullable, f.description) for f in features.datetime})
+    for text in features.text:
+        kind = Annotated[str, Field(max_length=text.max_length)]
+        fields[text.name] = _field(kind, text.nullable, text.description)
     return create_model("Record", __config__=STRICT_RECORD, **fields)
 
 

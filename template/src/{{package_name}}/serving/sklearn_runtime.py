@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import artifacts
-from ..features import to_model_frame
+from ..inputs import model_columns
 from .outputs import Outputs
 
 
@@ -26,7 +26,7 @@ class SklearnPredictor:
         self.outputs = Outputs(self.metadata)
 
     def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
-        frame = to_model_frame(pd.DataFrame(dict(columns)), self.metadata.features)
+        frame = pd.DataFrame(model_columns(self.metadata.features, columns))
         if self.outputs.is_classifier:
             return np.asarray(self._pipeline.predict_proba(frame), dtype=np.float64)
         return np.asarray(self._pipeline.predict(frame), dtype=np.float64).reshape(-1)
