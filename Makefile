@@ -30,8 +30,11 @@ demo: $(PY)
 	$(VENV)/bin/copier copy --trust --defaults --vcs-ref HEAD . $(DEMO)
 	$(PY) hooks/demo.py $(DEMO) --port $(DEMO_PORT)
 
+# Two workers: most tests wait on a rendered project's own processes, so two make good use of
+# two cores. WORKERS=0 runs the suite in one process.
+WORKERS ?= 2
 test: $(PY)
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadgroup)
 
 lint: $(PY)
 	$(PY) -m ruff check hooks tests docs

@@ -11,6 +11,7 @@ Rendering is cheap; installing dependencies and training are not. So:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -21,11 +22,11 @@ import time
 import urllib.error
 import urllib.request
 import venv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import copier
 import pytest
@@ -82,6 +83,27 @@ RENDER_ONLY_VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 ALL_VARIANTS = {**RUN_VARIANTS, **RENDER_ONLY_VARIANTS}
+
+
+# With pytest-xdist (`make test` runs two workers, --dist loadgroup), a module's tests stay on
+# one worker, so its module- and session-scoped renders, venvs and pipeline runs are built
+# once; the modules below are collections of independent end-to-end tests instead, spread one
+# by one. Tests that share the deep-learning pipeline run together wherever they live.
+INDEPENDENT_MODULES = {"test_user_data", "test_tasks"}
+DL_GROUP = "deep_learning"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        module = item.module.__name__ if item.module is not None else ""
+        # The container tests build the deep-learning image too.
+        deep_learning = module in ("test_deep_learning", "test_container")
+        if deep_learning or "dl_pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(DL_GROUP))
+        elif module not in INDEPENDENT_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
 def render(dst: Path, answers: dict[str, Any], *, trust: bool = False) -> Path:
@@ -144,26 +166,39 @@ def default_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return render(tmp_path_factory.mktemp("trusted") / "customer-churn", {}, trust=True)
 
 
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]
+) -> Path:
+    """A directory built by ``build`` once per test run: with pytest-xdist, the workers share
+    it (the first builds it under a file lock, the others wait and reuse it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each worker's own
+    target = root / name
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / ".complete").is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            build(target)
+            (target / ".complete").touch()
+    return target
+
+
 @pytest.fixture(scope="session")
 def project_python(tmp_path_factory: pytest.TempPathFactory, default_project: Path) -> Path:
-    """A new virtualenv with the default project installed from its pyproject.toml."""
-    env_dir = tmp_path_factory.mktemp("project-venv") / "venv"
-    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-    python = env_dir / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], cwd=default_project)
-    run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            f"{default_project}[pipeline,dev,postgres]",
-        ],
-        cwd=default_project,
-        timeout=1200,
-    )
-    return python
+    """A new virtualenv with the default project installed from its pyproject.toml (one for
+    the whole run: test workers share it)."""
+
+    def build(directory: Path) -> None:
+        env_dir = directory / "venv"
+        venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+        python = env_dir / "bin" / "python"
+        pip = [str(python), "-m", "pip", "install", "--quiet"]
+        run([*pip, "--upgrade", "pip"], cwd=default_project)
+        run([*pip, f"{default_project}[pipeline,dev,postgres]"], cwd=default_project, timeout=1200)
+
+    return built_once(tmp_path_factory, "project-venv", build) / "venv" / "bin" / "python"
 
 
 @pytest.fixture(scope="session")
@@ -217,24 +252,41 @@ def package_of(project: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def pipelines(rendered: dict[str, Path], project_python: Path) -> dict[str, PipelineRun]:
-    """data -> validate -> train -> evaluate -> predict, once per variant, timed."""
-    runs = {}
-    for variant in RUN_VARIANTS:
-        project = rendered[variant]
+def pipelines(rendered: dict[str, Path], project_python: Path) -> Pipelines:
+    """data -> validate -> train -> evaluate -> predict of a variant, timed: run on first use,
+    once per session (per test worker), so a worker that needs one variant runs only that."""
+    return Pipelines(rendered, project_python)
+
+
+class Pipelines:
+    """``pipelines[variant]``: the variant's pipeline run, run when first asked for."""
+
+    STEPS: ClassVar[dict[str, list[str]]] = {
+        "data": ["data"],
+        "validate": ["validate"],
+        "train": ["train"],
+        "evaluate": ["evaluate"],
+        "predict": ["predict", "--input", "sql", "--output", "reports/predictions.csv"],
+    }
+
+    def __init__(self, rendered: dict[str, Path], python: Path) -> None:
+        self._rendered = rendered
+        self._python = python
+        self._runs: dict[str, PipelineRun] = {}
+
+    def __getitem__(self, variant: str) -> PipelineRun:
+        if variant not in self._runs:
+            self._runs[variant] = self._run(variant)
+        return self._runs[variant]
+
+    def _run(self, variant: str) -> PipelineRun:
+        project = self._rendered[variant]
         package = package_of(project)
         outputs, seconds = {}, {}
-        steps = {
-            "data": ["data"],
-            "validate": ["validate"],
-            "train": ["train"],
-            "evaluate": ["evaluate"],
-            "predict": ["predict", "--input", "sql", "--output", "reports/predictions.csv"],
-        }
-        for step, args in steps.items():
+        for step, args in self.STEPS.items():
             start = time.perf_counter()
             result = run(
-                [str(project_python), "-m", package, *args],
+                [str(self._python), "-m", package, *args],
                 cwd=project,
                 env=project_env(project, installed=variant == "defaults"),
             )
@@ -242,8 +294,7 @@ def pipelines(rendered: dict[str, Path], project_python: Path) -> dict[str, Pipe
             outputs[step] = result.stdout
         rounded = {step: round(value, 1) for step, value in seconds.items()}
         print(f"\n[{variant}] pipeline seconds: {json.dumps(rounded)}")
-        runs[variant] = PipelineRun(project, package, outputs, seconds)
-    return runs
+        return PipelineRun(project, package, outputs, seconds)
 
 
 # The CPU build of torch that this machine provides locally; elsewhere set e.g.
@@ -263,15 +314,18 @@ def dl_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def dl_python(tmp_path_factory: pytest.TempPathFactory, dl_project: Path) -> Path:
-    """A new virtualenv: torch first (the build you choose), then the project with extras."""
-    env_dir = tmp_path_factory.mktemp("dl-venv") / "venv"
-    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-    python = env_dir / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "--quiet"]
-    run([*pip, "--upgrade", "pip"], cwd=dl_project)
-    run([*pip, *TORCH_SPEC.split()], cwd=dl_project, timeout=1200)
-    run([*pip, f"{dl_project}[pipeline,dev]"], cwd=dl_project, timeout=1200)
-    return python
+    """A new virtualenv: torch first (the build you choose), then the project with extras (one
+    for the whole run: test workers share it)."""
+
+    def build(directory: Path) -> None:
+        env_dir = directory / "venv"
+        venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+        pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        run([*pip, "--upgrade", "pip"], cwd=dl_project)
+        run([*pip, *TORCH_SPEC.split()], cwd=dl_project, timeout=1200)
+        run([*pip, f"{dl_project}[pipeline,dev]"], cwd=dl_project, timeout=1200)
+
+    return built_once(tmp_path_factory, "dl-venv", build) / "venv" / "bin" / "python"
 
 
 @pytest.fixture(scope="session")

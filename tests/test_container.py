@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PipelineRun, free_port, run
+from conftest import Pipelines, free_port, run
 from demo import http
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
@@ -52,7 +52,7 @@ def trained_project(request: pytest.FixtureRequest, project_type: str) -> Path:
         request.getfixturevalue("dl_pipeline")
         project: Path = request.getfixturevalue("dl_project")
         return project
-    pipelines: dict[str, PipelineRun] = request.getfixturevalue("pipelines")
+    pipelines: Pipelines = request.getfixturevalue("pipelines")
     return pipelines["defaults"].project
 
 

@@ -1,10 +1,17 @@
-"""The MLOps project type end to end: lint and types, its own test suite (which includes the
-loop against a real MLflow tracking server), the lifecycle through its command line on the
-embedded store (train -> serve -> simulate -> monitor -> retrain -> registry), the team stack
-file, and its container serving the champion from a tracking server.
+"""The MLOps project type end to end, on a regression project (``task: regression``): lint and
+types, the lifecycle through its command line on the embedded store (train -> promote -> serve
+-> simulate -> monitor -> retrain -> registry -> rollback), a fuzzed service, the team stack
+file, and its container serving the champion from a tracking server. A multiclass project runs
+its generated lifecycle tests (registry and gate, reference and drift, prediction log, reload,
+simulate).
 
-The project runs with the default project's interpreter (the dependencies are the same) and
-its own ``src`` on PYTHONPATH.
+Binary classification, the default task, is covered elsewhere: the generated MLOps suite of a
+binary project (including its loop against a real MLflow tracking server: train, serve,
+simulate, monitor, retrain, promote, reload, rollback) runs in tests/test_user_data.py's
+database walk-through, and the default MLOps project is rendered and linted in test_render.py.
+
+The projects run with the default project's interpreter (the dependencies are the same) and
+their own ``src`` on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -31,9 +39,24 @@ PACKAGE = "churn_platform"
 ENV_PREFIX = PACKAGE.upper()
 
 
+# The generated tests that exercise what differs by task (the loop and the server tests do not:
+# the regression project's command-line loop covers them).
+LIFECYCLE_TESTS = [
+    "tests/test_lifecycle.py",
+    "tests/test_monitoring.py",
+    "tests/test_prediction_log.py",
+    "tests/test_reload.py",
+    "tests/test_simulate.py",
+]
+
+
 @pytest.fixture(scope="session")
 def mlops_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return render(tmp_path_factory.mktemp("mlops") / "churn-platform", {"project_type": "mlops"})
+    """The MLOps project with ``task: regression`` (model: its default, ridge)."""
+    return render(
+        tmp_path_factory.mktemp("mlops") / "churn-platform",
+        {"project_type": "mlops", "task": "regression"},
+    )
 
 
 def wait_ready(url: str, process: subprocess.Popen[str] | None, timeout: float = 90) -> dict:
@@ -84,7 +107,7 @@ def cli_loop(mlops_project: Path, project_python: Path) -> CliLoop:
     def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run([python, "-m", PACKAGE, *args], cwd=mlops_project, env=env, check=check)
 
-    outputs = {"data": cli("data"), "train": cli("train")}
+    outputs = {"data": cli("data"), "train": cli("train"), "promote": cli("promote")}
     port = free_port()
     server = subprocess.Popen(
         [python, "-m", PACKAGE, "serve", "--port", str(port)],
@@ -112,6 +135,21 @@ def cli_loop(mlops_project: Path, project_python: Path) -> CliLoop:
 def test_mlops_train_registers_first_champion(cli_loop: CliLoop) -> None:
     assert "version 1: champion" in cli_loop.outputs["train"].stdout
     assert cli_loop.ready["status"] == "ready"
+    promote = cli_loop.outputs["promote"].stdout
+    assert "promote: no_challenger" in promote, "nothing to gate before a second version"
+    assert "already the champion" in promote
+
+
+def test_mlops_service_logs_predicted_values(cli_loop: CliLoop) -> None:
+    database = cli_loop.project / "logs" / "predictions.db"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT prediction, score FROM prediction_log").fetchall()
+    db.close()
+
+    assert len(rows) >= 1000, "every simulated record is logged"
+    values = [json.loads(prediction) for prediction, _ in rows]
+    assert all(isinstance(value, float) for value in values), "regression logs numbers"
+    assert [score for _, score in rows] == pytest.approx(values), "the score is the value"
 
 
 def test_mlops_fuzz_service_finds_no_issue(
@@ -129,15 +167,27 @@ def test_mlops_simulated_drift_makes_monitor_alert(cli_loop: CliLoop) -> None:
     monitor = cli_loop.outputs["monitor"]
     simulate = cli_loop.outputs["simulate"].stdout
 
-    assert "1000" in simulate
+    assert "sent 1000 drifted records" in simulate, simulate
+    assert "scored 1000, mean prediction " in simulate, "regression: the mean predicted value"
     assert monitor.returncode == 3, monitor.stdout + monitor.stderr
     assert "drift alert" in monitor.stdout
+    assert "prediction: PSI " in monitor.stdout
+    assert "mean prediction " in monitor.stdout, monitor.stdout
     reports = sorted((cli_loop.project / "reports" / "monitoring").glob("*/drift.json"))
     assert reports, "monitor wrote no report"
     report = json.loads(reports[-1].read_text())
     assert report["status"] == "alert"
     assert report["rows"] >= 1000
-    for name in ("drift.md", "drift.html"):
+    prediction = report["prediction"]
+    assert prediction["task"] == "regression"
+    assert prediction["test"] == "ks"
+    assert {"reference_mean", "current_mean", "reference_median", "current_median"} <= set(
+        prediction
+    )
+    markdown = (reports[-1].parent / "drift.md").read_text()
+    assert "| mean prediction |" in markdown
+    assert "PSI of the predicted values" in markdown
+    for name in ("drift.md", "drift.html", "prediction.png"):
         assert (reports[-1].parent / name).is_file()
 
 
@@ -146,14 +196,18 @@ def test_mlops_retrain_goes_through_the_gate(cli_loop: CliLoop) -> None:
     decisions = sorted((cli_loop.project / "reports" / "promotions").glob("*.json"))
 
     assert "registry version 2" in retrain
+    assert "(test r2 " in retrain, "the regression gate metric"
     assert "promote: refused" in retrain  # same data: not better by the margin
+    assert "r2: challenger" in retrain, "the gate compares the regression metric"
     assert "does not beat" in retrain
-    assert [json.loads(d.read_text())["outcome"] for d in decisions] == ["refused"]
+    outcomes = [json.loads(d.read_text())["outcome"] for d in decisions]
+    assert outcomes == ["no_challenger", "refused"]
 
 
 def test_mlops_registry_lists_versions_and_aliases(cli_loop: CliLoop) -> None:
     lines = cli_loop.outputs["registry"].stdout.splitlines()
 
+    assert "r2" in lines[0].split(), "the registry metric of the task"
     assert any(line.split()[0] == "2" and "challenger" in line for line in lines[1:])
     assert any(line.split()[0] == "1" and "champion" in line for line in lines[1:])
 
@@ -176,9 +230,27 @@ def test_mlops_lint_and_types_clean(mlops_project: Path, project_python: Path) -
         run([str(project_python), "-m", *command], cwd=mlops_project, env=env)
 
 
-# The generated MLOps suite runs in tests/test_user_data.py, on a project pointed at the user's
-# own database (30 numeric features and a nullable categorical one): the suite's data follows the
-# config, so that run covers what a run on the sample config would.
+# The generated MLOps suite runs in tests/test_user_data.py, on a binary project pointed at the
+# user's own database (30 numeric features and a nullable categorical one): the suite's data
+# follows the config, so that run covers what a run on the sample config would.
+
+
+def test_mlops_multiclass_lifecycle_tests_pass(
+    project_python: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The generated lifecycle tests of a multiclass project: the class mix in the reference,
+    the drift report and the simulate summary, labels in the prediction log."""
+    project = render(
+        tmp_path_factory.mktemp("mlops-multiclass") / "churn-platform",
+        {"project_type": "mlops", "task": "multiclass_classification"},
+    )
+    env = project_env(project)
+
+    run(
+        [str(project_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *LIFECYCLE_TESTS],
+        cwd=project,
+        env=env,
+    )
 
 
 def test_mlops_compose_stack_is_consistent(mlops_project: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PipelineRun, free_port, project_env, run
+from conftest import Pipelines, free_port, project_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def postgres_url() -> Iterator[str]:
 
 
 def test_pipeline_runs_on_postgres_unchanged(
-    pipelines: dict[str, PipelineRun], project_python: Path, postgres_url: str, tmp_path: Path
+    pipelines: Pipelines, project_python: Path, postgres_url: str, tmp_path: Path
 ) -> None:
     sqlite_run = pipelines["defaults"]
     project, package = sqlite_run.project, sqlite_run.package
@@ -106,7 +106,7 @@ def test_pipeline_runs_on_postgres_unchanged(
 
 
 def test_sample_refuses_postgres_database_with_user_table(
-    pipelines: dict[str, PipelineRun], project_python: Path, postgres_url: str, tmp_path: Path
+    pipelines: Pipelines, project_python: Path, postgres_url: str, tmp_path: Path
 ) -> None:
     project, package = pipelines["defaults"].project, pipelines["defaults"].package
     users_url = postgres_url.rsplit("/", 1)[0] + "/users_own"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUN_VARIANTS, PipelineRun, free_port, fuzz, live_service, project_env, run
+from conftest import RUN_VARIANTS, Pipelines, free_port, fuzz, live_service, project_env, run
 from demo import http
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("variant", RUN_VARIANTS)
 def test_pipeline_produces_model_reports_and_predictions(
-    pipelines: dict[str, PipelineRun], variant: str
+    pipelines: Pipelines, variant: str
 ) -> None:
     result = pipelines[variant]
     project = result.project
@@ -102,9 +102,7 @@ def test_generated_code_type_checks(
 
 
 @pytest.mark.parametrize("variant", RUN_VARIANTS)
-def test_api_serves_trained_model(
-    pipelines: dict[str, PipelineRun], project_python: Path, variant: str
-) -> None:
+def test_api_serves_trained_model(pipelines: Pipelines, project_python: Path, variant: str) -> None:
     result = pipelines[variant]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -147,7 +145,7 @@ def test_api_serves_trained_model(
 
 
 def test_fuzz_classical_service_finds_no_issue(
-    pipelines: dict[str, PipelineRun], project_python: Path, tmp_path: Path
+    pipelines: Pipelines, project_python: Path, tmp_path: Path
 ) -> None:
     result = pipelines["defaults"]
     env = project_env(result.project, installed=True)
@@ -185,9 +183,7 @@ def test_fresh_environment_runs_installed_project(
         assert command in result.stdout
 
 
-def test_bench_runs_and_writes_report(
-    pipelines: dict[str, PipelineRun], project_python: Path
-) -> None:
+def test_bench_runs_and_writes_report(pipelines: Pipelines, project_python: Path) -> None:
     """`make bench`, briefly: it must run end to end and write its JSON (timings not asserted)."""
     project = pipelines["defaults"].project
     result = run(

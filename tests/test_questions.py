@@ -43,15 +43,28 @@ def copier_cli(dst: Path, *answers: str) -> subprocess.CompletedProcess[str]:
         ("author_email=a@b", "is not a valid e-mail address"),
         ("copyright_year=next year", "copyright_year must look like"),
         ("model=xgboost", "xgboost"),
+        ("task=ranking", "ranking"),
+        ("task=regression & model=logistic_regression", "logistic_regression is a classifier"),
+        ("task=multiclass_classification & model=ridge", "ridge is a regressor"),
     ],
 )
 def test_copy_invalid_answer_is_refused_with_message(
     tmp_path: Path, answer: str, message: str
 ) -> None:
-    result = copier_cli(tmp_path / "out", answer)
+    result = copier_cli(tmp_path / "out", *answer.split(" & "))
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not (tmp_path / "out" / "pyproject.toml").exists(), "nothing is rendered"
+
+
+def test_copy_task_answer_sets_task_target_model_and_gate(tmp_path: Path) -> None:
+    project = render(tmp_path / "p", {"task": "multiclass_classification"})
+    config = yaml.safe_load((project / "configs" / "config.yaml").read_text())
+    assert config["task"] == "multiclass_classification"
+    assert config["data"]["target"] == "outcome"
+    assert config["model"]["name"] == "logistic_regression", "the task's default estimator"
+    assert config["training"]["gate"]["metric"] == "f1_macro"
+    assert {"churned", "revenue_next_quarter"} <= set(config["data"]["leaky_columns"])
 
 
 def test_copy_derives_package_name_from_project_name(tmp_path: Path) -> None:

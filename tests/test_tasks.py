@@ -146,7 +146,13 @@ def test_task_on_bundled_dataset_trains_serves_and_passes_its_tests(
     assert status == 200
     assert served["task"] == task
     assert answer["model_version"] == version
-    assert batch["predictions"] == [answer, answer]
+    for batched in batch["predictions"]:  # ONNX Runtime picks kernels by batch size: ~1e-9
+        if task == "regression":
+            assert batched["prediction"] == pytest.approx(answer["prediction"], rel=1e-6)
+        else:
+            assert batched["prediction"] == answer["prediction"]
+        assert batched.get("probability") == pytest.approx(answer.get("probability"), abs=1e-6)
+        assert batched.get("probabilities") == pytest.approx(answer.get("probabilities"), abs=1e-6)
     if task == "regression":
         assert set(answer) == {"prediction", "model_version"}
     elif task == "binary_classification":

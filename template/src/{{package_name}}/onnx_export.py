@@ -4,8 +4,10 @@ The service scores with ONNX Runtime (microseconds per row, no scikit-learn or p
 serving process), so the exported graph must compute what the scikit-learn pipeline computes.
 ``check_parity`` scores the holdout rows both ways; training publishes nothing unless they
 agree: class probabilities within ``PARITY_TOLERANCE`` and no label flips (at the tuned
-threshold, or of the likeliest class), or predicted values within ``PARITY_TOLERANCE`` x
-max(1, |value|) for regression. skl2onnx is imported only here, on the training side.
+threshold, or of the likeliest class; a row whose scikit-learn probabilities are themselves
+within the tolerance of the threshold or of each other is a tie, which float32 may break
+either way), or predicted values within ``PARITY_TOLERANCE`` x max(1, |value|) for
+regression. skl2onnx is imported only here, on the training side.
 """
 
 from __future__ import annotations

@@ -156,6 +156,9 @@ class BinaryClassification(Task):
         diff = np.abs(native - exported).max(axis=1)
         cut = 0.5 if threshold is None else threshold
         flips = (native[:, 1] >= cut) != (exported[:, 1] >= cut)
+        # A row within the tolerance of the threshold is a tie either side may break (e.g. an
+        # even number of trees voting half-half): not a flip, when the probabilities agree.
+        flips &= np.abs(native[:, 1] - cut) > tolerance
         return parity_report(diff, flips, tolerance)
 
 
