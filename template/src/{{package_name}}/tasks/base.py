@@ -146,3 +146,9 @@ def parity_report(diff: np.ndarray, flips: np.ndarray, tolerance: float) -> Pari
         passed=bool(len(diff)) and biggest <= tolerance and not flips.any(),
         worst=worst,
     )
+
+
+def normalised(scores: np.ndarray) -> np.ndarray:
+    """Probabilities that sum to one per row (float32 ONNX outputs miss by ~1e-7, and
+    scikit-learn's log loss warns about that)."""
+    return scores / scores.sum(axis=1, keepdims=True)

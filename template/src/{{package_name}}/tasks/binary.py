@@ -30,7 +30,7 @@ from sklearn.metrics import (
 )
 
 from ..config import Config
-from .base import Evaluation, Parity, Target, Task, parity_report, plot
+from .base import Evaluation, Parity, Target, Task, normalised, parity_report, plot
 from .labels import read_classes
 
 
@@ -64,7 +64,7 @@ class BinaryClassification(Task):
             "f1": float(f1_score(y, predicted, zero_division=0)),
             "roc_auc": float(roc_auc_score(y, probability)) if both else 0.5,
             "pr_auc": float(average_precision_score(y, probability)) if both else 0.0,
-            "log_loss": float(log_loss(y, scores, labels=[0, 1])),
+            "log_loss": float(log_loss(y, normalised(scores), labels=[0, 1])),
             "threshold": float(cut),
             "tn": float(tn),
             "fp": float(fp),

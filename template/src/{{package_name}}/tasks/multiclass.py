@@ -24,7 +24,16 @@ from sklearn.metrics import (
 )
 
 from ..config import Config
-from .base import Evaluation, Parity, Target, Task, markdown_table, parity_report, plot
+from .base import (
+    Evaluation,
+    Parity,
+    Target,
+    Task,
+    markdown_table,
+    normalised,
+    parity_report,
+    plot,
+)
 from .labels import read_classes
 
 CONFUSED_PAIRS = 5
@@ -59,7 +68,7 @@ class MulticlassClassification(Task):
                 f1_score(y, predicted, labels=labels, average="weighted", zero_division=0)
             ),
             "roc_auc_ovr": _roc_auc_ovr(y, scores),
-            "log_loss": float(log_loss(y, scores, labels=labels)),
+            "log_loss": float(log_loss(y, normalised(scores), labels=labels)),
         }
 
     def baseline_scores(self, y_train: np.ndarray, rows: int) -> np.ndarray:

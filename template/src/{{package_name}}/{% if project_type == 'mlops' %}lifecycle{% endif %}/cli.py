@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -47,6 +47,31 @@ def echo_decision(decision: Decision) -> None:
         typer.echo(f"  decision recorded in {decision.record}")
 
 
+def output_shift(prediction: dict[str, Any]) -> str:
+    """The drift report's prediction entry in a few words: what moved from where to where."""
+    task = prediction.get("task", "binary_classification")
+    if task == "regression":
+        return (
+            f"mean prediction {prediction['reference_mean']:.4g} -> "
+            f"{prediction['current_mean']:.4g}, median {prediction['reference_median']:.4g} -> "
+            f"{prediction['current_median']:.4g}"
+        )
+    if task == "multiclass_classification":
+        reference, current = prediction["reference_shares"], prediction["current_shares"]
+        moved = max(
+            {*reference, *current},
+            key=lambda name: abs(current.get(name, 0.0) - reference.get(name, 0.0)),
+        )
+        return (
+            f"largest change: share predicted {moved} {reference.get(moved, 0.0):.1%} -> "
+            f"{current.get(moved, 0.0):.1%}"
+        )
+    return (
+        f"positive rate {prediction['reference_positive_rate']:.1%} -> "
+        f"{prediction['current_positive_rate']:.1%}"
+    )
+
+
 def register(app: typer.Typer, user_errors: UserErrors) -> None:
     """Add the lifecycle commands to ``app``; ``user_errors`` turns a ``ProjectError`` into
     ``error: <message>`` and exit status 1, as for every other command."""
@@ -79,12 +104,12 @@ def register(app: typer.Typer, user_errors: UserErrors) -> None:
             typer.echo(f"no versions of '{cfg.registry.model_name}' registered yet: run `train`")
             return
         typer.echo(
-            f"{'version':>7}  {'aliases':<22} {cfg.registry_metric:>8}  {'decision':<9} model"
+            f"{'version':>7}  {'aliases':<22} {cfg.registry_metric:>8}  {'decision':<13} model"
         )
         for row in rows:
             typer.echo(
                 f"{row['version']:>7}  {','.join(row['aliases']) or '-':<22} "
-                f"{row['metric'][:8]:>8}  {row['decision'] or '-':<9} {row['model_version']}"
+                f"{row['metric'][:8]:>8}  {row['decision'] or '-':<13} {row['model_version']}"
             )
 
     @app.command()
@@ -129,7 +154,8 @@ def register(app: typer.Typer, user_errors: UserErrors) -> None:
         for name, item in sorted(drifted.items(), key=lambda kv: -kv[1]["psi"]):
             typer.echo(f"  {name}: PSI {item['psi']:.3f} ({item['status']})")
         if "prediction" in report:
-            typer.echo(f"  prediction: PSI {report['prediction']['psi']:.3f}")
+            prediction = report["prediction"]
+            typer.echo(f"  prediction: PSI {prediction['psi']:.3f} ({output_shift(prediction)})")
         if result.files:
             typer.echo(f"  reports in {result.files[0].parent}/")
         if result.status == "alert":

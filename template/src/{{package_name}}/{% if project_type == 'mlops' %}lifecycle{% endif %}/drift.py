@@ -13,13 +13,22 @@ Two complementary measures per feature:
 Numeric bins are the reference's quantile edges with open outer bins, so a value outside the
 training range still lands in a bin; missing values are one more bin, so a surge of missing
 values counts as drift. Categories that the reference never saw share one ``OTHER`` bucket.
+
+The model's outputs are compared the same way, in the form the task gives them:
+
+- binary classification: PSI of the positive class's probability over quantile bins, the
+  positive rate at the model's threshold and the mean probability;
+- multiclass classification: the class mix, the share of rows predicted as each class (PSI over
+  the classes and a chi-square test), and the mean probability of the predicted class;
+- regression: PSI of the predicted values over quantile bins and a KS test, and the shift of
+  their mean and median.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal, TypedDict
 
 import numpy as np
 from scipy import stats
@@ -49,9 +58,16 @@ class CategoricalProfile(TypedDict):
     fractions: dict[str, float]
 
 
-class PredictionProfile(TypedDict):
-    """The model's probabilities on its holdout rows, binned like a numeric column."""
+BINARY: Final = "binary_classification"
+MULTICLASS: Final = "multiclass_classification"
+REGRESSION: Final = "regression"
 
+
+class BinaryPredictionProfile(TypedDict):
+    """A binary model's positive-class probabilities on its holdout rows, binned like a
+    numeric column, with the positive rate at its threshold."""
+
+    task: Literal["binary_classification"]
     edges: list[float]
     fractions: list[float]
     sample: list[float]
@@ -59,6 +75,45 @@ class PredictionProfile(TypedDict):
     positive_rate: float
     mean_probability: float
     rows: int
+
+
+class MulticlassPredictionProfile(TypedDict):
+    """A multiclass model's class mix on its holdout rows: the share of rows predicted as each
+    class (labels as text, in the model's class order) and the mean probability of the
+    predicted class."""
+
+    task: Literal["multiclass_classification"]
+    fractions: dict[str, float]
+    mean_probability: float
+    rows: int
+
+
+class RegressionPredictionProfile(TypedDict):
+    """A regression model's predicted values on its holdout rows, binned like a numeric
+    column."""
+
+    task: Literal["regression"]
+    edges: list[float]
+    fractions: list[float]
+    sample: list[float]
+    mean: float
+    median: float
+    rows: int
+
+
+PredictionProfile = (
+    BinaryPredictionProfile | MulticlassPredictionProfile | RegressionPredictionProfile
+)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One model version's outputs as logged: ``scores`` (binary: the positive class's
+    probability; multiclass: the predicted class's; regression: the predicted value; NaN where
+    unknown) and, for classification, the predicted labels as text."""
+
+    scores: np.ndarray
+    labels: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -92,8 +147,8 @@ class FeatureDrift:
 
 
 @dataclass(frozen=True)
-class PredictionDrift:
-    """How the model's outputs moved: PSI of probabilities, positive rate and mean shift."""
+class BinaryPredictionDrift:
+    """How a binary model's outputs moved: PSI of the probabilities, positive rate and mean."""
 
     psi: float
     reference_positive_rate: float
@@ -102,9 +157,64 @@ class PredictionDrift:
     current_mean_probability: float
     rows: int
     status: Status
+    task: Literal["binary_classification"] = BINARY
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class MulticlassPredictionDrift:
+    """How a multiclass model's class mix moved: PSI and chi-square over the predicted classes
+    (labels it was not trained on, if any, under ``OTHER``), share per class, mean probability
+    of the predicted class (None when no score was logged)."""
+
+    psi: float
+    test: Literal["chi2"]
+    statistic: float
+    p_value: float
+    significant: bool
+    reference_shares: dict[str, float]
+    current_shares: dict[str, float]
+    reference_mean_probability: float
+    current_mean_probability: float | None
+    rows: int
+    status: Status
+    task: Literal["multiclass_classification"] = MULTICLASS
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RegressionPredictionDrift:
+    """How a regression model's predicted values moved: PSI over the reference's quantile bins,
+    a KS test, and the shift of their mean and median."""
+
+    psi: float
+    test: Literal["ks"]
+    statistic: float
+    p_value: float
+    significant: bool
+    reference_mean: float
+    current_mean: float
+    reference_median: float
+    current_median: float
+    rows: int
+    status: Status
+    task: Literal["regression"] = REGRESSION
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PredictionDrift = BinaryPredictionDrift | MulticlassPredictionDrift | RegressionPredictionDrift
+
+
+def label_text(label: object) -> str:
+    """A class label as profiles and reports spell it, the way the API's ``probabilities``
+    keys do: ``str(label)`` (so ``"gold"``, ``1`` and ``True`` become "gold", "1", "True")."""
+    return str(label)
 
 
 def psi(
@@ -254,16 +364,20 @@ def compare_categorical(
 
 
 def compare_predictions(
-    profile: PredictionProfile, probabilities: np.ndarray, thresholds: Thresholds
+    profile: PredictionProfile, current: Predictions, thresholds: Thresholds
 ) -> PredictionDrift:
-    """PSI of the probabilities over the reference bins, and the shift of the positive rate
-    (at the model's threshold) and of the mean probability."""
-    values = np.asarray(probabilities, dtype=np.float64)
+    """Compare one model version's logged outputs with its reference, the task's way (see the
+    module docstring). A ``ValueError`` when there is nothing to compare."""
+    if profile["task"] == MULTICLASS:
+        return _compare_class_mix(profile, current, thresholds)
+    values = np.asarray(current.scores, dtype=np.float64)
     values = values[~np.isnan(values)]
     if values.size == 0:
-        raise ValueError("compare_predictions: no probabilities to compare")
+        raise ValueError("compare_predictions: no scores to compare")
+    if profile["task"] == REGRESSION:
+        return _compare_values(profile, values, thresholds)
     psi_value = psi(profile["fractions"], bin_fractions(values, profile["edges"]))
-    return PredictionDrift(
+    return BinaryPredictionDrift(
         psi=psi_value,
         reference_positive_rate=profile["positive_rate"],
         current_positive_rate=float((values >= profile["threshold"]).mean()),
@@ -271,4 +385,64 @@ def compare_predictions(
         current_mean_probability=float(values.mean()),
         rows=int(values.size),
         status=status_for(psi_value, thresholds),
+    )
+
+
+def _compare_class_mix(
+    profile: MulticlassPredictionProfile, current: Predictions, thresholds: Thresholds
+) -> MulticlassPredictionDrift:
+    if not current.labels:
+        raise ValueError("compare_predictions: no predicted classes to compare")
+    reference = profile["fractions"]
+    mix = compare_categorical(
+        {"kind": "categorical", "fractions": reference}, current.labels, thresholds
+    )
+    counts = category_counts(current.labels, reference)
+    total = len(current.labels)
+    shares = {name: count / total for name, count in counts.items() if name != OTHER}
+    if counts[OTHER]:
+        shares[OTHER] = counts[OTHER] / total
+    scores = np.asarray(current.scores, dtype=np.float64)
+    scores = scores[~np.isnan(scores)]
+    return MulticlassPredictionDrift(
+        psi=mix.psi,
+        test="chi2",
+        statistic=mix.statistic,
+        p_value=mix.p_value,
+        significant=mix.significant,
+        reference_shares=dict(reference),
+        current_shares=shares,
+        reference_mean_probability=profile["mean_probability"],
+        current_mean_probability=float(scores.mean()) if scores.size else None,
+        rows=total,
+        status=mix.status,
+    )
+
+
+def _compare_values(
+    profile: RegressionPredictionProfile, values: np.ndarray, thresholds: Thresholds
+) -> RegressionPredictionDrift:
+    spread = compare_numeric(
+        {
+            "kind": "numeric",
+            "edges": profile["edges"],
+            "fractions": profile["fractions"],
+            "missing_fraction": 0.0,
+            "sample": profile["sample"],
+        },
+        values,
+        thresholds,
+    )
+    return RegressionPredictionDrift(
+        psi=spread.psi,
+        test="ks",
+        statistic=spread.statistic,
+        p_value=spread.p_value,
+        significant=spread.significant,
+        reference_mean=profile["mean"],
+        current_mean=float(values.mean()),
+        reference_median=profile["median"],
+        current_median=float(np.median(values)),
+        rows=int(values.size),
+        status=spread.status,
     )

@@ -1,9 +1,10 @@
 """Monitoring: compare the most recent logged predictions with the champion's drift reference.
 
 ``load_window`` reads the last ``monitoring.window`` rows of the prediction log;
-``run_monitoring`` compares every feature and the model's probabilities with the reference
-(``drift.py``) and writes a report folder ``reports/monitoring/<UTC time>/`` (drift.json,
-drift.md, drift.html and plots) plus ``latest.json``, which the service exports as gauges;
+``run_monitoring`` compares every feature and the model's outputs (probabilities, class mix or
+predicted values, by task) with the reference (``drift.py``) and writes a report folder
+``reports/monitoring/<UTC time>/`` (drift.json, drift.md, drift.html and plots) plus
+``latest.json``, which the service exports as gauges;
 ``store_result`` keeps one row per run in the drift table next to the log.
 
 With fewer than ``monitoring.min_rows`` rows the statistics are mostly noise: the report says
@@ -36,16 +37,27 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from ..config import Config
 from ..errors import DataError
 from ..features import MISSING_CATEGORY
-from ..serving.prediction_log import sqlite_file, store_tables
+from ..serving.prediction_log import (
+    incompatible_table,
+    layout_problem,
+    sqlite_file,
+    store_tables,
+)
 from ..settings import PACKAGE
 from .drift import (
+    BINARY,
+    MULTICLASS,
     OTHER,
+    REGRESSION,
     STATUS_ORDER,
+    BinaryPredictionProfile,
     PredictionProfile,
+    Predictions,
     Thresholds,
     compare_categorical,
     compare_numeric,
     compare_predictions,
+    label_text,
     worst_status,
 )
 
@@ -56,6 +68,20 @@ PREDICTION_PLOT = "prediction.png"
 LATEST_FILE = "latest.json"
 INSUFFICIENT = "insufficient_data"
 PLOTTED_FEATURES = 3  # histograms for the features with the highest PSI
+HOLDOUT = "reference (holdout)"  # the legend of the model's outputs on its holdout rows
+# What the prediction PSI measures, and what to look at when only the outputs moved, by task.
+PREDICTION_MEASURES = {
+    BINARY: "the probabilities",
+    MULTICLASS: "the predicted class mix",
+    REGRESSION: "the predicted values",
+}
+OUTPUT_CHECKS = {
+    BINARY: "at whether the positive rate still matches the business's capacity.",
+    MULTICLASS: "at which classes gained or lost share (see Predictions) and whether the "
+    "business can absorb that mix.",
+    REGRESSION: "at whether the level of the predicted values (mean, median) still makes sense "
+    "for the business.",
+}
 
 CurrentValues = dict[str, np.ndarray | list[str]]
 
@@ -96,6 +122,9 @@ def load_window(cfg: Config) -> pd.DataFrame:
                     f"no predictions logged yet at {where}: there is no table "
                     f"'{settings.table}'; {hint}"
                 )
+            problem = layout_problem(connection, predictions)
+            if problem is not None:
+                raise DataError(incompatible_table(settings.table, settings.url, problem))
             newest_first = (
                 select(predictions)
                 .order_by(predictions.c.logged_at.desc(), predictions.c.id.desc())
@@ -121,14 +150,14 @@ def run_monitoring(
     now = _utc(now or datetime.now(UTC))
     frame = load_window(cfg) if window is None else window
     current = current_values(reference, frame)
-    probabilities = version_probabilities(frame, str(reference["model_version"]))
-    report = build_report(cfg, reference, frame, current, probabilities, now)
+    predictions = version_predictions(frame, str(reference["model_version"]))
+    report = build_report(cfg, reference, frame, current, predictions, now)
 
     def write(directory: Path) -> list[str]:
         plots = (
             []
             if report["status"] == INSUFFICIENT
-            else _plots(directory, report, reference, current, probabilities)
+            else _plots(directory, report, reference, current, predictions)
         )
         _write_json(directory / JSON_FILE, report)
         (directory / MARKDOWN_FILE).write_text(markdown_report(report, plots), encoding="utf-8")
@@ -189,18 +218,22 @@ def current_values(reference: Mapping[str, Any], window: pd.DataFrame) -> Curren
     return values
 
 
-def version_probabilities(window: pd.DataFrame, model_version: str) -> np.ndarray:
-    """Probabilities logged by ``model_version``: another version's outputs (before a
-    promotion) say nothing about this model's reference."""
-    if window.empty or "probability" not in window:
-        return np.empty(0)
+def version_predictions(window: pd.DataFrame, model_version: str) -> Predictions:
+    """The outputs logged by ``model_version``: its scores and its predicted labels as text
+    (the log's ``prediction`` column is JSON). Another version's outputs (before a promotion)
+    say nothing about this model's reference."""
+    if window.empty or "prediction" not in window:
+        return Predictions(np.empty(0))
     rows = window
     if "model_version" in window:
         rows = window[window["model_version"].astype(str) == model_version]
-    probabilities: np.ndarray = pd.to_numeric(rows["probability"], errors="coerce").to_numpy(
-        dtype=np.float64
+    scores = (
+        pd.to_numeric(rows["score"], errors="coerce").to_numpy(dtype=np.float64)
+        if "score" in rows
+        else np.full(len(rows), np.nan)
     )
-    return probabilities
+    labels = [label_text(_from_json(value)) for value in rows["prediction"]]
+    return Predictions(scores, labels)
 
 
 def build_report(
@@ -208,7 +241,7 @@ def build_report(
     reference: Mapping[str, Any],
     window: pd.DataFrame,
     current: CurrentValues,
-    probabilities: np.ndarray,
+    predictions: Predictions,
     now: datetime,
 ) -> dict[str, Any]:
     """The drift report (drift.json): per-feature comparisons, prediction shift, status.
@@ -252,7 +285,7 @@ def build_report(
             assert isinstance(values, list)
             features[name] = compare_categorical(profile, values, thresholds).as_dict()
     prediction = _prediction_entry(
-        reference["prediction"], probabilities, thresholds, settings.min_rows
+        reference["prediction"], predictions, thresholds, settings.min_rows
     )
     statuses = [entry["status"] for entry in features.values()]
     psis = [entry["psi"] for entry in features.values()]
@@ -311,7 +344,7 @@ def next_steps(report: Mapping[str, Any]) -> list[str]:
     if prediction["status"] in ("warn", "alert") and not by_status["alert"]:
         steps.append(
             "The model's outputs moved more than any single input: look at combinations of "
-            "inputs, and at whether the positive rate still matches the business's capacity."
+            f"inputs, and {OUTPUT_CHECKS[prediction.get('task', BINARY)]}"
         )
     if prediction["status"] == INSUFFICIENT:
         steps.append(
@@ -345,11 +378,7 @@ def markdown_report(report: Mapping[str, Any], plots: Sequence[str]) -> str:
             "|---|---|---|",
         ]
         lines += ["| " + " | ".join(row) + " |" for row in _prediction_rows(prediction)]
-        lines += [
-            "",
-            f"PSI of the probabilities: {_number(prediction['psi'])} ({prediction['status']}).",
-            "",
-        ]
+        lines += ["", _prediction_verdict(prediction), ""]
     lines += ["## What to do next", ""]
     lines += [f"- {step}" for step in next_steps(report)]
     if plots:
@@ -379,8 +408,7 @@ def html_report(report: Mapping[str, Any], directory: Path, plots: Sequence[str]
         parts += [
             "<h2>Predictions</h2>",
             _html_table(("", "reference (holdout)", "current"), _prediction_rows(prediction)),
-            f"<p>PSI of the probabilities: {_number(prediction['psi'])} "
-            f"({escape(prediction['status'])}).</p>",
+            f"<p>{escape(_prediction_verdict(prediction))}</p>",
         ]
     steps = "".join(f"<li>{escape(step)}</li>" for step in next_steps(report))
     parts += ["<h2>What to do next</h2>", f"<ul>{steps}</ul>"]
@@ -402,15 +430,15 @@ def html_report(report: Mapping[str, Any], directory: Path, plots: Sequence[str]
 
 
 def _prediction_entry(
-    profile: PredictionProfile, probabilities: np.ndarray, thresholds: Thresholds, min_rows: int
+    profile: PredictionProfile, predictions: Predictions, thresholds: Thresholds, min_rows: int
 ) -> dict[str, Any] | None:
     """The prediction shift (None: no logged row of the reference's model version); fewer
     rows than ``min_rows`` are compared but get no verdict."""
-    values = probabilities[~np.isnan(probabilities)]
-    if values.size == 0:
+    try:
+        entry = compare_predictions(profile, predictions, thresholds).as_dict()
+    except ValueError:  # nothing logged by this version
         return None
-    entry = compare_predictions(profile, values, thresholds).as_dict()
-    if values.size < min_rows:
+    if entry["rows"] < min_rows:
         entry["status"] = INSUFFICIENT
     return entry
 
@@ -481,6 +509,40 @@ def _feature_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
 
 
 def _prediction_rows(prediction: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The prediction table's rows: reference (holdout) and current, by task."""
+    task = prediction.get("task", BINARY)
+    if task == REGRESSION:
+        return [
+            (
+                "mean prediction",
+                _value(prediction["reference_mean"]),
+                _value(prediction["current_mean"]),
+            ),
+            (
+                "median prediction",
+                _value(prediction["reference_median"]),
+                _value(prediction["current_median"]),
+            ),
+        ]
+    if task == MULTICLASS:
+        reference, current = prediction["reference_shares"], prediction["current_shares"]
+        rows: list[tuple[str, ...]] = [
+            (
+                f"share predicted {name}",
+                _number(reference.get(name, 0.0)),
+                _number(current.get(name, 0.0)),
+            )
+            for name in [*reference, *(name for name in current if name not in reference)]
+        ]
+        mean = prediction["current_mean_probability"]
+        rows.append(
+            (
+                "mean probability of the predicted class",
+                _number(prediction["reference_mean_probability"]),
+                "-" if mean is None else _number(mean),
+            )
+        )
+        return rows
     return [
         (
             "positive rate",
@@ -493,6 +555,16 @@ def _prediction_rows(prediction: Mapping[str, Any]) -> list[tuple[str, ...]]:
             _number(prediction["current_mean_probability"]),
         ),
     ]
+
+
+def _prediction_verdict(prediction: Mapping[str, Any]) -> str:
+    """One sentence: what was compared, its PSI and status (and the test, where there is one)."""
+    what = PREDICTION_MEASURES[prediction.get("task", BINARY)]
+    verdict = f"PSI of {what}: {_number(prediction['psi'])} ({prediction['status']})"
+    if "p_value" in prediction:
+        test = "chi-square" if prediction["test"] == "chi2" else "KS"
+        verdict += f"; {test} p-value {prediction['p_value']:.3g}"
+    return verdict + "."
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -511,12 +583,17 @@ def _number(value: float) -> str:
     return f"{value:.4f}"
 
 
+def _value(value: float) -> str:
+    """A predicted value: four significant digits, whatever its scale."""
+    return f"{value:.4g}"
+
+
 def _plots(
     directory: Path,
     report: Mapping[str, Any],
     reference: Mapping[str, Any],
     current: CurrentValues,
-    probabilities: np.ndarray,
+    predictions: Predictions,
 ) -> list[str]:
     names = []
     for name, entry in ranked_features(report)[:PLOTTED_FEATURES]:
@@ -544,11 +621,31 @@ def _plots(
     prediction = report.get("prediction")
     if prediction is not None:
         profile = reference["prediction"]
-        _plot(
-            directory / PREDICTION_PLOT,
-            f"Predicted probability: PSI {prediction['psi']:.3f} ({prediction['status']})",
-            lambda ax: _probability_histograms(ax, profile, probabilities),
-        )
+        title = f"PSI {prediction['psi']:.3f} ({prediction['status']})"
+        draw: Callable[[Any], None]
+        if profile["task"] == MULTICLASS:
+            title = f"Predicted class: {title}"
+            draw = partial(
+                _category_bars,
+                reference=profile["fractions"],
+                current=predictions.labels,
+                reference_label=HOLDOUT,
+            )
+        elif profile["task"] == REGRESSION:
+            title = f"Predicted value: {title}"
+            draw = partial(
+                _histograms,
+                reference=np.asarray(profile["sample"], dtype=np.float64),
+                current=predictions.scores,
+                label="predicted value",
+                reference_label=HOLDOUT,
+            )
+        else:
+            title = f"Predicted probability: {title}"
+            draw = partial(
+                _probability_histograms, profile=profile, probabilities=predictions.scores
+            )
+        _plot(directory / PREDICTION_PLOT, title, draw)
         names.append(PREDICTION_PLOT)
     return names
 
@@ -562,7 +659,13 @@ def _plot(path: Path, title: str, draw: Callable[[Any], None]) -> None:
     figure.savefig(path, dpi=90)
 
 
-def _histograms(axes: Any, reference: np.ndarray, current: np.ndarray, label: str) -> None:
+def _histograms(
+    axes: Any,
+    reference: np.ndarray,
+    current: np.ndarray,
+    label: str,
+    reference_label: str = "reference (training)",
+) -> None:
     present = current[~np.isnan(current)]
     combined = np.concatenate([reference, present])
     if combined.size == 0:
@@ -572,7 +675,7 @@ def _histograms(axes: Any, reference: np.ndarray, current: np.ndarray, label: st
     low, high = np.percentile(combined, [0.5, 99.5])
     high = high if high > low else low + 1.0
     bins = np.linspace(low, high, 31)
-    for values, label in ((reference, "reference (training)"), (present, "current (logged)")):
+    for values, legend in ((reference, reference_label), (present, "current (logged)")):
         if values.size:
             axes.hist(
                 np.clip(values, low, high),
@@ -580,14 +683,19 @@ def _histograms(axes: Any, reference: np.ndarray, current: np.ndarray, label: st
                 density=True,
                 histtype="step",
                 linewidth=1.5,
-                label=label,
+                label=legend,
             )
     axes.set_xlabel(label)
     axes.set_ylabel("density")
     axes.legend()
 
 
-def _category_bars(axes: Any, reference: Mapping[str, float], current: list[str]) -> None:
+def _category_bars(
+    axes: Any,
+    reference: Mapping[str, float],
+    current: list[str],
+    reference_label: str = "reference (training)",
+) -> None:
     counts = pd.Series(current, dtype=object).map(lambda v: v if v in reference else OTHER)
     shares = counts.value_counts(normalize=True)
     names = [*reference, *([OTHER] if OTHER in shares else [])]
@@ -596,7 +704,7 @@ def _category_bars(axes: Any, reference: Mapping[str, float], current: list[str]
         positions - 0.2,
         [reference.get(n, 0.0) for n in names],
         height=0.4,
-        label="reference (training)",
+        label=reference_label,
     )
     axes.barh(
         positions + 0.2,
@@ -610,7 +718,7 @@ def _category_bars(axes: Any, reference: Mapping[str, float], current: list[str]
 
 
 def _probability_histograms(
-    axes: Any, profile: PredictionProfile, probabilities: np.ndarray
+    axes: Any, profile: BinaryPredictionProfile, probabilities: np.ndarray
 ) -> None:
     bins = np.linspace(0.0, 1.0, 21)
     axes.hist(
@@ -619,7 +727,7 @@ def _probability_histograms(
         density=True,
         histtype="step",
         linewidth=1.5,
-        label="reference (holdout)",
+        label=HOLDOUT,
     )
     axes.hist(
         probabilities[~np.isnan(probabilities)],
@@ -689,6 +797,16 @@ def _parse_url(url: str) -> URL:
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _from_json(value: Any) -> Any:
+    """A logged prediction (JSON text) as the value it was; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _is_missing(value: Any) -> bool:

@@ -5,7 +5,10 @@ read from the current data) with their ONNX graphs, the way the service will, an
 champion alias only if every check passes:
 
 - metric: challenger better than the champion by ``registry.min_improvement`` on
-  ``registry.metric`` (higher, or lower for RMSE-like metrics);
+  ``registry.metric`` (any test metric of the task; default: the quality gate's), higher or
+  lower as the metric's direction says (R², ROC-AUC: higher; RMSE, log loss: lower). Both
+  models must do the same task: a model of another task (``task`` changed in the config) is
+  never comparable, so it is refused and belongs under another ``registry.model_name``;
 - schema: the same input features (or ``registry.allow_schema_change``);
 - latency: median single-row scoring time <= ``registry.max_latency_ms``;
 - parity: the ONNX export matched scikit-learn when it was trained (checked before
@@ -114,16 +117,20 @@ def promote(cfg: Config, frame: pd.DataFrame | None = None) -> Decision:
         holdout_ids = set(artifacts.read_json(challenger_dir / artifacts.HOLDOUT_FILE))
         rows = data[data[cfg.data.id_column].isin(holdout_ids)]
         if len(rows) < 2 or rows[cfg.data.target].nunique() < 2:
+            needed = "classes" if new.outputs.is_classifier else "distinct target values"
             raise DataError(
                 f"only {len(rows)} of the challenger's {len(holdout_ids)} holdout rows are in the "
-                "current data (both classes needed): promote right after training on this data"
+                f"current data (at least two {needed} needed): promote right after training on "
+                "this data"
             )
+        same_task = new.metadata.task == old.metadata.task
         scores = {
             "challenger": _score(new, rows, cfg),
-            "champion": _score(old, rows, cfg),
+            # A champion of another task cannot be scored on these targets at all.
+            "champion": _score(old, rows, cfg) if same_task else {},
         }
         checks = [
-            _metric_check(cfg, scores),
+            _metric_check(cfg, scores) if same_task else _task_mismatch(new, old),
             _schema_check(cfg, new, old),
             _latency_check(cfg, new),
             _parity_check(challenger.tags),
@@ -199,6 +206,16 @@ def _metric_check(cfg: Config, scores: dict[str, dict[str, float]]) -> Check:
         passed, bar = bool(new <= old - margin), f"champion {old:.4f} - margin {margin:g}"
     verdict = "beats" if passed else "does not beat"
     return Check("metric", passed, f"{metric}: challenger {new:.4f} {verdict} {bar}")
+
+
+def _task_mismatch(new: OnnxPredictor, old: OnnxPredictor) -> Check:
+    return Check(
+        "metric",
+        False,
+        f"metric: the challenger does {new.metadata.task}, the champion "
+        f"{old.metadata.task}: their metrics are not comparable; register the new task under "
+        "another registry.model_name (its first version becomes the champion)",
+    )
 
 
 def _schema_check(cfg: Config, new: OnnxPredictor, old: OnnxPredictor) -> Check:

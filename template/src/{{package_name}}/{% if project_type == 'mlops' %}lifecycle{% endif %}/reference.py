@@ -8,8 +8,16 @@ Built once per model version (at registration) and stored in the version's bundl
 - categorical: the fraction of rows per category, missing values under ``"missing"``.
 
 The prediction profile comes from the model's holdout rows, scored with the ONNX graph the
-service uses: on its own training rows a model is over-confident, so those probabilities would
-not look like the ones it gives to new customers.
+service uses (on its own training rows a model is over-confident, so those outputs would not
+look like the ones it gives to new rows), in the task's form (``drift.PredictionProfile``):
+
+- binary classification: binned positive-class probabilities, the positive rate at the
+  model's threshold and the mean probability;
+- multiclass classification: the share of rows predicted as each class (every class listed,
+  by its label as text) and the mean probability of the predicted class;
+- regression: the predicted values binned at their quantiles, a KS sample, mean and median.
+
+References written before 0.5.0 have no ``task`` in their prediction profile: they are binary.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,13 +37,18 @@ from .. import artifacts
 from ..config import Config, FeaturesConfig
 from ..errors import DataError, ModelNotFoundError
 from ..features import MISSING_CATEGORY, to_model_frame
+from ..serving.outputs import Outputs
 from ..serving.runtime import load_predictor
 from ..settings import PACKAGE
 from .drift import (
+    BINARY,
+    MULTICLASS,
+    REGRESSION,
     CategoricalProfile,
     NumericProfile,
     PredictionProfile,
     bin_fractions,
+    label_text,
     quantile_edges,
 )
 
@@ -62,16 +76,13 @@ def build_reference(cfg: Config, frame: pd.DataFrame, model_dir: Path) -> dict[s
         )
     holdout = _holdout_rows(frame, model_dir, cfg.data.id_column)
     scores = predictor.predict_columns(_model_columns(holdout, metadata.features))
-    probabilities = scores[:, 1]  # binary: the positive class
     return {
         "model_version": metadata.version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": len(frame),
         "bins": cfg.monitoring.bins,
         "features": features,
-        "prediction": prediction_profile(
-            probabilities, predictor.outputs.threshold, cfg.monitoring.bins, rng
-        ),
+        "prediction": prediction_profile(predictor.outputs, scores, cfg.monitoring.bins, rng),
     }
 
 
@@ -97,18 +108,41 @@ def categorical_profile(values: pd.Series, categories: list[str]) -> Categorical
 
 
 def prediction_profile(
-    probabilities: np.ndarray, threshold: float, bins: int, rng: np.random.Generator
+    outputs: Outputs, scores: np.ndarray, bins: int, rng: np.random.Generator
 ) -> PredictionProfile:
-    """Binned probabilities, positive rate at ``threshold`` and mean probability."""
+    """The profile of a model's raw ``scores`` (a runtime's output) on its holdout rows."""
+    rows = int(scores.shape[0])
+    if outputs.task == REGRESSION:
+        values = np.asarray(scores, dtype=np.float64)
+        edges = quantile_edges(values, bins)
+        return {
+            "task": REGRESSION,
+            "edges": edges,
+            "fractions": bin_fractions(values, edges).tolist(),
+            "sample": _sample(values, rng),
+            "mean": float(values.mean()),
+            "median": float(np.median(values)),
+            "rows": rows,
+        }
+    if outputs.task == MULTICLASS:
+        counts = Counter(label_text(label) for label in outputs.predicted(scores))
+        return {
+            "task": MULTICLASS,
+            "fractions": {name: counts[name] / rows for name in map(label_text, outputs.classes)},
+            "mean_probability": float(scores.max(axis=1).mean()),
+            "rows": rows,
+        }
+    probabilities = scores[:, 1]  # the positive class
     edges = quantile_edges(probabilities, bins)
     return {
+        "task": BINARY,
         "edges": edges,
         "fractions": bin_fractions(probabilities, edges).tolist(),
         "sample": _sample(probabilities, rng),
-        "threshold": float(threshold),
-        "positive_rate": float((probabilities >= threshold).mean()),
+        "threshold": float(outputs.threshold),
+        "positive_rate": float((probabilities >= outputs.threshold).mean()),
         "mean_probability": float(probabilities.mean()),
-        "rows": int(probabilities.size),
+        "rows": rows,
     }
 
 
@@ -150,6 +184,8 @@ def read_reference(path: Path) -> dict[str, Any]:
             f"drift reference {path} is not a reference (no {', '.join(missing)}): {rebuild}"
         )
     result: dict[str, Any] = reference
+    if isinstance(result["prediction"], dict):
+        result["prediction"].setdefault("task", BINARY)  # written before 0.5.0
     return result
 
 

@@ -22,8 +22,9 @@ numbers are in ``shifts.py``):
 
 Any one of these moves is a major shift (PSI well above ``monitoring.psi_alert``), so
 ``monitor`` alerts on a few hundred drifted rows. The summary lists what moved, and by how
-much. The service logs what it scores; ``make monitor`` then compares that traffic with the
-champion's training reference.
+much, and what the service answered: the rows predicted as each class (classification) or the
+mean, lowest and highest predicted value (regression). The service logs what it scores;
+``make monitor`` then compares that traffic with the champion's training reference.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +53,8 @@ from .shifts import CATEGORY_SHARE, EXTRA_MISSING, NUMERIC_SHIFTED, SHIFT_SD
 logger = logging.getLogger(__name__)
 # Bytes of a batch request that are not records: {"records": [...]}, with room to spare.
 BODY_ENVELOPE_BYTES = 64
+REGRESSION = "regression"
+SHOWN_CLASSES = 5  # the summary names this many of the most predicted classes
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,11 @@ class SimulationSummary:
     failures: int  # requests answered with a non-2xx status (or an unreadable body)
     first_error: str | None
     scored: int  # records in successful answers
-    positives: int  # of those, predicted positive
+    # Classification: scored records per predicted label (as text), most frequent first.
+    predicted: dict[str, int]
+    # Regression: the mean, lowest and highest predicted value (None: classification, or
+    # nothing scored).
+    values: tuple[float, float, float] | None
     model_versions: tuple[str, ...]
     drift: bool
     elapsed_s: float
@@ -80,9 +89,18 @@ class SimulationSummary:
     left_out: int  # scoring rows left out: the API would refuse them
     shifts: dict[str, str]  # feature -> what drift did to it
 
-    @property
-    def positive_rate(self) -> float:
-        return self.positives / self.scored if self.scored else 0.0
+    def outputs(self) -> str:
+        """What the service predicted, in a few words."""
+        if self.values is not None:
+            mean, low, high = self.values
+            return f"mean prediction {mean:.4g} (from {low:.4g} to {high:.4g})"
+        if not self.predicted:
+            return "nothing predicted"
+        total = sum(self.predicted.values())
+        shown = list(self.predicted.items())[:SHOWN_CLASSES]
+        text = ", ".join(f"{label} {n} ({n / total:.1%})" for label, n in shown)
+        others = len(self.predicted) - len(shown)
+        return f"predicted {text}" + (f" and {others} more classes" if others else "")
 
     def __str__(self) -> str:
         kind = "drifted" if self.drift else "undrifted"
@@ -95,8 +113,7 @@ class SimulationSummary:
                 if self.left_out
                 else ""
             ),
-            f"  scored {self.scored}, predicted positive {self.positives} "
-            f"({self.positive_rate:.1%}), model version(s): "
+            f"  scored {self.scored}, {self.outputs()}; model version(s): "
             f"{', '.join(self.model_versions) or 'none'}",
         ]
         if self.failures:
@@ -132,9 +149,11 @@ def simulate(
     traffic = build_traffic(cfg, rows=rows, drift=drift, seed=seed)
     records = traffic.records
     size = records_per_request(records, cfg, batch_size)
-    requests = failures = scored = positives = 0
+    requests = failures = scored = 0
     first_error: str | None = None
     versions: set[str] = set()
+    labels: Counter[str] = Counter()
+    values: list[float] = []
     started = time.perf_counter()
     for offset in range(0, len(records), size):
         chunk = records[offset : offset + size]
@@ -147,7 +166,10 @@ def simulate(
                 first_error = f"HTTP {status}: {_detail(answer)}"
             continue
         scored += len(predictions)
-        positives += sum(1 for p in predictions if p.get("prediction") == 1)
+        if cfg.task == REGRESSION:
+            values.extend(_numbers(predictions))
+        else:
+            labels.update(str(p.get("prediction")) for p in predictions if isinstance(p, dict))
         versions.update(str(p["model_version"]) for p in predictions if "model_version" in p)
     summary = SimulationSummary(
         url=base,
@@ -156,7 +178,8 @@ def simulate(
         failures=failures,
         first_error=first_error,
         scored=scored,
-        positives=positives,
+        predicted=dict(labels.most_common()),
+        values=(statistics.fmean(values), min(values), max(values)) if values else None,
         model_versions=tuple(sorted(versions)),
         drift=drift,
         elapsed_s=time.perf_counter() - started,
@@ -371,6 +394,17 @@ def _to_records(frame: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
         ]
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _numbers(predictions: list[Any]) -> list[float]:
+    """The predicted values of regression answers (anything else left out)."""
+    return [
+        float(p["prediction"])
+        for p in predictions
+        if isinstance(p, dict)
+        and isinstance(p.get("prediction"), int | float)
+        and not isinstance(p.get("prediction"), bool)
+    ]
 
 
 def _post(url: str, payload: dict[str, Any], timeout_s: float, base: str) -> tuple[int, Any]:
