@@ -41,8 +41,10 @@ TEMPLATE_WORKFLOWS = TEMPLATE_ROOT / ".github" / "workflows"
 GITHUB_VARIANTS = [v for v, a in ALL_VARIANTS.items() if a.get("ci", "github") == "github"]
 GITLAB_VARIANTS = [v for v, a in ALL_VARIANTS.items() if a.get("ci") == "gitlab"]
 CI_VARIANTS = GITHUB_VARIANTS + GITLAB_VARIANTS
-# Every project that the session also runs: its interpreter has the project's dependencies.
-FORMAT_VARIANTS = [*RUN_VARIANTS, "mlops", "deep_learning"]
+# One project per type (the other classical variants differ in answers and config, not in
+# code: test_render checks they are ruff clean, test_project that they type-check). Each has an
+# interpreter with its dependencies in the session.
+FORMAT_VARIANTS = ["defaults", "mlops", "deep_learning"]
 
 DEFAULT_AUTHOR = ["Your Name", "you@example.com"]
 DEFAULT_PROJECT_NAMES = ["Customer Churn", "Churn Platform", "Digit Classifier"]

@@ -44,10 +44,12 @@ SHARED_PACKAGE_FILES = [
     "versioning.py",
 ]
 CLASSICAL_PACKAGE_FILES = [
+    "data/coerce.py",
     "data/extract.py",
     "data/profile.py",
     "data/synthetic.py",
     "features.py",
+    "inputs.py",
     "onnx_export.py",
     "serving/outputs.py",
     "serving/sklearn_runtime.py",
