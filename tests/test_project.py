@@ -183,9 +183,16 @@ def test_fresh_environment_runs_installed_project(
         assert command in result.stdout
 
 
-def test_bench_runs_and_writes_report(pipelines: Pipelines, project_python: Path) -> None:
+# A binary and a regression project (multiclass: test_tasks.py); timings are not asserted.
+BENCH_VARIANTS = ["defaults", "regression-hist_gradient_boosting-noci-proprietary-py313"]
+
+
+@pytest.mark.parametrize("variant", BENCH_VARIANTS)
+def test_bench_runs_and_writes_report(
+    pipelines: Pipelines, project_python: Path, variant: str
+) -> None:
     """`make bench`, briefly: it must run end to end and write its JSON (timings not asserted)."""
-    project = pipelines["defaults"].project
+    project = pipelines[variant].project
     result = run(
         [
             "make",
@@ -194,10 +201,10 @@ def test_bench_runs_and_writes_report(pipelines: Pipelines, project_python: Path
             "BENCH_ARGS=--seconds 2 --memory-rows 2000 20000",
         ],
         cwd=project,
-        env=project_env(project, installed=True),
+        env=project_env(project, installed=variant == "defaults"),
     )
     report = json.loads((project / "reports" / "bench.json").read_text())
-    print(f"\n[bench, 2 s runs]\n{result.stdout}")
+    print(f"\n[{variant} bench, 2 s runs]\n{result.stdout}")
     assert report["in_process_rows_per_s"] > 0
     assert report["cold_start_s"] > 0
     assert report["serving_rss_mb"] > 0

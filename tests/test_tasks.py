@@ -167,6 +167,13 @@ def test_task_on_bundled_dataset_trains_serves_and_passes_its_tests(
         assert answer["prediction"] in metadata["classes"]
         assert list(answer["probabilities"]) == metadata["classes"]
 
+    if task == "multiclass_classification":  # binary and regression: test_project.py
+        run([*make, "bench", "BENCH_ARGS=--seconds 1 --memory-rows 500 5000"], cwd=project, env=env)
+        bench = json.loads((project / "reports" / "bench.json").read_text())
+        assert bench["in_process_rows_per_s"] > 0
+        if "predict" in bench:
+            assert bench["predict"]["non_2xx"] == 0, "every benchmarked request succeeded"
+
     if spec["also"]:  # another estimator for the same task: a config change
         update_config(project, project_python, "model", {"name": spec["also"], "params": {}})
         again = run([*make, "train"], cwd=project, env=env).stdout
