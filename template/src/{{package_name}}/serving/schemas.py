@@ -11,11 +11,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 
-from ..config import CategoricalFeature, FeaturesConfig, Label, NumericFeature
+from ..config import (
+    MAX_CATEGORY_LENGTH,
+    CategoricalFeature,
+    FeaturesConfig,
+    Label,
+    NumericFeature,
+)
 
 STRICT_RECORD = ConfigDict(extra="forbid", frozen=True)
-# The longest value accepted for a categorical feature with ``unknown: other``.
-MAX_CATEGORY_LENGTH = 200
 
 
 def _integral(value: Any) -> Any:

@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import Config, NumericFeature
+from ..config import MAX_CATEGORY_LENGTH, Config, NumericFeature
+from ..data.coerce import boolean_value, parse_datetimes, unreadable_datetimes
 from ..data.extract import iter_query, read_query, source_engine
 from ..errors import ProjectError
 from ..settings import PACKAGE
@@ -271,8 +272,9 @@ def sample_scoring_rows(
 
 def normalized(chunk: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
     """The feature columns as the API takes them (numbers as floats, whole numbers for an int
-    feature, NaN for missing; categories as strings, None for missing), and which rows the API
-    would accept (every value within the config's bounds and categories)."""
+    feature, NaN for missing; categories and text as strings, booleans as 1.0/0.0, timestamps
+    as ISO 8601 text, None for missing), and which rows the API would accept (every value
+    within the config's bounds, categories and lengths, and readable as its type)."""
     rows = len(chunk)
     valid = np.ones(rows, dtype=bool)
     columns: dict[str, Any] = {}
@@ -296,10 +298,36 @@ def normalized(chunk: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, np.ndarr
             [None if pd.isna(value) else str(value) for value in chunk[categorical.name]],
             dtype=object,
         )
-        known = np.array([label in allowed for label in labels], dtype=bool)
+        if categorical.unknown == "other":  # any text the API accepts
+            known = np.array(
+                [label is not None and len(label) <= MAX_CATEGORY_LENGTH for label in labels],
+                dtype=bool,
+            )
+        else:
+            known = np.array([label in allowed for label in labels], dtype=bool)
         absent = np.array([label is None for label in labels], dtype=bool)
         valid &= known | (absent & categorical.nullable)
         columns[categorical.name] = labels
+    for boolean in cfg.features.boolean:
+        flags = [boolean_value(value) for value in chunk[boolean.name].astype(object)]
+        readable = np.array([flag is not None for flag in flags], dtype=bool)
+        values = np.array([np.nan if flag is None else flag for flag in flags], dtype=np.float64)
+        missing = np.isnan(values) & readable
+        valid &= readable & (~missing | boolean.nullable)
+        columns[boolean.name] = values
+    for stamp in cfg.features.datetime:
+        raw = chunk[stamp.name].reset_index(drop=True)
+        unreadable = unreadable_datetimes(raw).to_numpy()
+        stamps = parse_datetimes(raw.where(~unreadable, None))
+        valid &= ~unreadable & (~np.isnat(stamps) | stamp.nullable)
+        columns[stamp.name] = [None if np.isnat(value) else f"{value}Z" for value in stamps]
+    for text in cfg.features.text:
+        documents = [None if pd.isna(value) else str(value) for value in chunk[text.name]]
+        fits = np.array(
+            [doc is None or len(doc) <= text.max_length for doc in documents], dtype=bool
+        )
+        valid &= fits & np.array([doc is not None or text.nullable for doc in documents])
+        columns[text.name] = np.array(documents, dtype=object)
     return pd.DataFrame(columns, index=range(rows)), valid
 
 
@@ -388,10 +416,18 @@ def _to_records(frame: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
             None if math.isnan(value) else cast(value)
             for value in frame[feature.name].to_numpy(dtype=np.float64).tolist()
         ]
-    for categorical in cfg.features.categorical:
-        columns[categorical.name] = [
-            value if isinstance(value, str) else None for value in frame[categorical.name]
+    for name in [f.name for f in cfg.features.categorical] + [f.name for f in cfg.features.text]:
+        columns[name] = [value if isinstance(value, str) else None for value in frame[name]]
+    for boolean in cfg.features.boolean:
+        columns[boolean.name] = [
+            None if math.isnan(value) else bool(value)
+            for value in frame[boolean.name].to_numpy(dtype=np.float64).tolist()
         ]
+    for stamp in cfg.features.datetime:
+        columns[stamp.name] = [
+            value if isinstance(value, str) else None for value in frame[stamp.name]
+        ]
+    columns = {name: columns[name] for name in cfg.features.names}  # the API's field order
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
