@@ -54,7 +54,15 @@ def build_schema(
             nullable=stamp.nullable,
         )
     for text in cfg.features.text:
-        columns[text.name] = pa.Column(None, nullable=text.nullable)
+        # The API's limit too: batch predict must not score what the service would refuse.
+        too_long = pa.Check(
+            lambda series, limit=text.max_length: series.map(lambda v: len(str(v)) <= limit),
+            element_wise=False,
+            name="max_length",
+            error=f"at most {text.max_length} characters (max_length)",
+            ignore_na=True,
+        )
+        columns[text.name] = pa.Column(None, checks=[too_long], nullable=text.nullable)
     return pa.DataFrameSchema(columns, strict=False, coerce=False)
 
 

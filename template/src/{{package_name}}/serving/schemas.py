@@ -6,6 +6,7 @@ model in step: wrong types, missing or unknown fields, NaN/inf, out-of-range num
 categories are rejected by pydantic with a 422 before the model sees them.
 """
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -55,6 +56,19 @@ def _categorical_field(feature: CategoricalFeature) -> tuple[Any, Any]:
     return _field(allowed, feature.nullable, feature.description)
 
 
+# A date (and time) as ISO 8601 text: pydantic alone would also take a number as Unix time,
+# which batch predict (reading ISO 8601 only) would refuse.
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    if value is None:
+        return value
+    if not isinstance(value, str) or not ISO_DATE.match(value):
+        raise ValueError("expected an ISO 8601 date/time text, e.g. 2024-03-05T10:30:00Z")
+    return value
+
+
 def _field(kind: Any, nullable: bool, description: str) -> tuple[Any, Any]:
     described = Field(description=description or None)
     return (Annotated[kind | None, described] if nullable else Annotated[kind, described]), ...
@@ -67,7 +81,8 @@ def build_record_model(features: FeaturesConfig) -> type[BaseModel]:
     fields: dict[str, Any] = {f.name: _numeric_field(f) for f in features.numeric}
     fields.update({f.name: _categorical_field(f) for f in features.categorical})
     fields.update({f.name: _field(StrictBool, f.nullable, f.description) for f in features.boolean})
-    fields.update({f.name: _field(datetime, f.nullable, f.description) for f in features.datetime})
+    stamp = Annotated[datetime, BeforeValidator(_iso_text)]
+    fields.update({f.name: _field(stamp, f.nullable, f.description) for f in features.datetime})
     for text in features.text:
         kind = Annotated[str, Field(max_length=text.max_length)]
         fields[text.name] = _field(kind, text.nullable, text.description)

@@ -330,7 +330,8 @@ def compare_categorical(
     The test's expected counts come from the reference fractions, smoothed by ``eps`` so a
     category the reference never saw has a small expected count instead of zero.
     """
-    reference = {**profile["fractions"], OTHER: 0.0}
+    # A column without a list pools its long tail under OTHER in the reference already.
+    reference = {**profile["fractions"], OTHER: profile["fractions"].get(OTHER, 0.0)}
     known = [name for name in reference if name != OTHER]
     counts = category_counts(current, known)
     total = sum(counts.values())

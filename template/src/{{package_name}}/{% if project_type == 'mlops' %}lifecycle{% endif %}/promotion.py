@@ -37,7 +37,7 @@ from ..config import Config, metric_direction
 from ..data.extract import extract_training_frame
 from ..data.validate import validate_frame
 from ..errors import DataError, ModelNotFoundError
-from ..features import to_model_frame
+from ..features import raw_columns
 from ..serving.runtime import OnnxPredictor
 from ..tasks import task_for
 from ..tasks.labels import known_target
@@ -183,10 +183,7 @@ def rollback(cfg: Config) -> Decision:
 
 
 def _score(predictor: OnnxPredictor, rows: pd.DataFrame, cfg: Config) -> dict[str, float]:
-    features = to_model_frame(rows, predictor.metadata.features)
-    scores = predictor.predict_columns(
-        {name: features[name].to_numpy() for name in predictor.metadata.features.names}
-    )
+    scores = predictor.predict_columns(raw_columns(rows, predictor.metadata.features))
     metadata = predictor.metadata
     target = known_target(
         rows[cfg.data.target], metadata.classes, metadata.positive_class, "the holdout rows"

@@ -36,13 +36,14 @@ import pandas as pd
 from .. import artifacts
 from ..config import Config, FeaturesConfig
 from ..errors import DataError, ModelNotFoundError
-from ..features import MISSING_CATEGORY, to_model_frame
+from ..features import MISSING_CATEGORY, raw_columns, to_model_frame
 from ..serving.outputs import Outputs
 from ..serving.runtime import load_predictor
 from ..settings import PACKAGE
 from .drift import (
     BINARY,
     MULTICLASS,
+    OTHER,
     REGRESSION,
     CategoricalProfile,
     NumericProfile,
@@ -54,6 +55,7 @@ from .drift import (
 
 REFERENCE_FILE = "reference.json"
 SAMPLE_SIZE = 5000  # values kept per numeric column for the KS test
+OPEN_TOP = 20  # values profiled one by one in a categorical column without a list
 
 
 def build_reference(cfg: Config, frame: pd.DataFrame, model_dir: Path) -> dict[str, Any]:
@@ -100,9 +102,19 @@ def numeric_profile(values: np.ndarray, bins: int, rng: np.random.Generator) -> 
 
 
 def categorical_profile(values: pd.Series, categories: list[str]) -> CategoricalProfile:
-    """Fraction of rows per category; every configured category and ``"missing"`` appear."""
+    """Fraction of rows per category; every configured category and ``"missing"`` appear.
+
+    A column without a list (``unknown: other``) keeps its ``OPEN_TOP`` most frequent values
+    and pools the long tail under ``OTHER`` (as the comparison pools values the reference never
+    saw): hundreds of rare values would make PSI measure sampling noise, not drift."""
     shares = values.value_counts(normalize=True)
     fractions = dict.fromkeys([*categories, MISSING_CATEGORY], 0.0)
+    if not categories and len(shares) > OPEN_TOP:
+        kept = shares.drop(MISSING_CATEGORY, errors="ignore").head(OPEN_TOP)
+        fractions[OTHER] = float(
+            shares.drop(kept.index).drop(MISSING_CATEGORY, errors="ignore").sum()
+        )
+        shares = shares[shares.index.isin([*kept.index, MISSING_CATEGORY])]
     fractions.update({str(name): float(share) for name, share in shares.items()})
     return {"kind": "categorical", "fractions": fractions}
 
@@ -201,8 +213,8 @@ def _holdout_rows(frame: pd.DataFrame, model_dir: Path, id_column: str) -> pd.Da
 
 
 def _model_columns(frame: pd.DataFrame, features: FeaturesConfig) -> dict[str, Any]:
-    model_frame = to_model_frame(frame, features)
-    return {name: model_frame[name].to_numpy() for name in features.names}
+    """The raw feature columns, read as their types (what the runtimes take)."""
+    return dict(raw_columns(frame, features))
 
 
 def _sample(values: np.ndarray, rng: np.random.Generator) -> list[float]:
