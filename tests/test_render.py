@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,12 @@ TREE_BY_TYPE = {
     "mlops": "template",
     "deep_learning": "template_deep_learning",
 }
-# A file name rendered only for one project type: {% if project_type == 'mlops' %}x{% endif %}
-TYPE_CONDITION = re.compile(r"{% if project_type == '(\w+)' %}(.+){% endif %}")
+# Tests of the MLOps lifecycle: plain names, dropped from classical renders by copier.yml's
+# templated _exclude.
+MLOPS_ONLY_TESTS = {
+    f"test_{name}.py"
+    for name in ("lifecycle", "loop", "monitoring", "prediction_log", "reload", "server", "simulate")
+}
 # Jinja expressions, statements and comments (not the "}}" that ends a nested dict).
 TEMPLATE_TREES = ["template", "template_deep_learning"]
 JINJA_MARKERS = re.compile(r"{{-?\s*[\w'\"(]|{%-?\s|{#")
@@ -131,11 +136,8 @@ def expected_files(answers: dict[str, Any]) -> set[str]:
     tests = (TEMPLATE_ROOT / TREE_BY_TYPE[project_type] / "tests").glob("*.py*")
     for path in tests:
         name = path.name.removesuffix(".jinja")
-        condition = TYPE_CONDITION.fullmatch(name)
-        if condition is None:
+        if name not in MLOPS_ONLY_TESTS or project_type == "mlops":
             files.add(f"tests/{name}")
-        elif condition.group(1) == project_type:
-            files.add(f"tests/{condition.group(2)}")
     if answers.get("license", "MIT") != "Proprietary":
         files.add("LICENSE")
     ci = answers.get("ci", "github")
@@ -297,3 +299,22 @@ def test_shared_files_of_project_types_are_links_to_one_copy() -> None:
         target = link.resolve()
         assert target.is_file(), f"{link} is a dangling link"
         assert target.is_relative_to(classical), f"{link} points outside template/"
+
+
+def test_render_refuses_copier_older_than_templated_exclude(tmp_path: Path) -> None:
+    """Copier before 9.18 reads the templated _exclude block as one pattern and would copy the
+    MLOps-only files into classical projects; the template must refuse it, not render wrongly."""
+    script = (
+        "import sys, copier\n"
+        "copier.__version__ = '9.17.0'\n"
+        "try:\n"
+        f"    copier.run_copy({str(TEMPLATE_ROOT)!r}, {str(tmp_path / 'p')!r}, defaults=True,\n"
+        "                    skip_tasks=True, vcs_ref='HEAD', quiet=True)\n"
+        "except copier.errors.UnsupportedVersionError as error:\n"
+        "    print('refused:', error)\n"
+        "    sys.exit(3)\n"
+    )
+    result = run([sys.executable, "-c", script], tmp_path, check=False)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "9.18.0" in result.stdout
+    assert not (tmp_path / "p" / "src").exists(), "nothing is rendered by a refused Copier"
