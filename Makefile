@@ -9,12 +9,13 @@ DEMO := build/demo
 DEMO_PORT ?= 8765
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint docs docs-serve clean
+.PHONY: help venv demo test lint locks docs docs-serve clean
 
 help:
 	@echo "make demo   render + run a classical project (build/demo)"
 	@echo "make test   run the template test suite"
 	@echo "make lint   ruff on the template's own code"
+	@echo "make locks  remake the rendered projects' uv.lock files (UPGRADE=1: newest releases)"
 	@echo "make docs   build the documentation site into site/ (docs-serve: live preview)"
 
 $(PY): pyproject.toml
@@ -37,8 +38,14 @@ test: $(PY)
 	$(PY) -m pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadgroup)
 
 lint: $(PY)
-	$(PY) -m ruff check hooks tests docs
-	$(PY) -m ruff format --check hooks tests docs
+	$(PY) -m ruff check hooks tests docs scripts
+	$(PY) -m ruff format --check hooks tests docs scripts
+
+# Every rendered project ships a uv.lock: one per project type and Python version, kept in
+# includes/locks/. After changing a pyproject template: `make locks`; UPGRADE=1 moves every
+# package to its newest allowed release. The tests fail while a lock is stale.
+locks: $(PY)
+	$(PY) scripts/locks.py $(if $(filter 1,$(UPGRADE)),--upgrade)
 
 # The documentation site (mkdocs.yml); the question reference is generated from copier.yml.
 docs: $(PY)

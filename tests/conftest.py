@@ -3,9 +3,9 @@
 Rendering is cheap; installing dependencies and training are not. So:
 
 - ``project_python`` builds ONE fresh virtualenv per session by installing the default rendered
-  project from its own ``pyproject.toml`` (``pip install <project>[pipeline,dev]``), exactly as
-  a user would. That is the fresh-environment smoke test, and every rendered variant then runs
-  with that interpreter (``PYTHONPATH=src`` puts the variant's own package first).
+  project from its own ``uv.lock`` (``uv sync --locked``, as ``make install`` and the image do),
+  exactly as a user would. That is the fresh-environment smoke test, and every rendered
+  variant then runs with that interpreter (``PYTHONPATH=src`` puts the variant's own package first).
 - ``rendered`` renders each variant of ``RUN_VARIANTS`` once per session.
 """
 
@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -185,18 +186,31 @@ def built_once(
     return target
 
 
+def uv_sync(project: Path, env_dir: Path, *args: str) -> None:
+    """``uv sync --locked`` of ``project`` into ``env_dir``: fails when its uv.lock does not
+    match its pyproject.toml. The project is installed as a package, not in editable mode."""
+    env = {
+        **os.environ,
+        "UV_PROJECT_ENVIRONMENT": str(env_dir),
+        "UV_PYTHON_DOWNLOADS": "never",  # the machine's own interpreters only
+        "VIRTUAL_ENV": "",
+    }
+    command = [str(UV), "sync", "--locked", "--no-editable", "--quiet", *args]
+    run(command, cwd=project, env=env, timeout=1200)
+
+
+# uv from the template's own environment (its dev group), else the one on PATH.
+_UV_BESIDE = Path(sys.executable).with_name("uv")
+UV = _UV_BESIDE if _UV_BESIDE.exists() else Path(shutil.which("uv") or "uv")
+
+
 @pytest.fixture(scope="session")
 def project_python(tmp_path_factory: pytest.TempPathFactory, default_project: Path) -> Path:
-    """A new virtualenv with the default project installed from its pyproject.toml (one for
-    the whole run: test workers share it)."""
+    """A new virtualenv with the default project installed from its uv.lock (one for the whole
+    run: test workers share it)."""
 
     def build(directory: Path) -> None:
-        env_dir = directory / "venv"
-        venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-        python = env_dir / "bin" / "python"
-        pip = [str(python), "-m", "pip", "install", "--quiet"]
-        run([*pip, "--upgrade", "pip"], cwd=default_project)
-        run([*pip, f"{default_project}[pipeline,dev,postgres]"], cwd=default_project, timeout=1200)
+        uv_sync(default_project, directory / "venv", "--extra", "pipeline", "--extra", "postgres")
 
     return built_once(tmp_path_factory, "project-venv", build) / "venv" / "bin" / "python"
 
@@ -314,16 +328,17 @@ def dl_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def dl_python(tmp_path_factory: pytest.TempPathFactory, dl_project: Path) -> Path:
-    """A new virtualenv: torch first (the build you choose), then the project with extras (one
-    for the whole run: test workers share it)."""
+    """A new virtualenv: torch first (the build you choose), then the project from its uv.lock
+    (one for the whole run: test workers share it)."""
 
     def build(directory: Path) -> None:
+        # torch is not in the lock (its CPU and CUDA builds share a version, not an index): pip
+        # installs the chosen build first, then uv the locked rest, keeping torch (--inexact).
         env_dir = directory / "venv"
         venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
         pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        run([*pip, "--upgrade", "pip"], cwd=dl_project)
         run([*pip, *TORCH_SPEC.split()], cwd=dl_project, timeout=1200)
-        run([*pip, f"{dl_project}[pipeline,dev]"], cwd=dl_project, timeout=1200)
+        uv_sync(dl_project, env_dir, "--inexact", "--extra", "pipeline")
 
     return built_once(tmp_path_factory, "dl-venv", build) / "venv" / "bin" / "python"
 
