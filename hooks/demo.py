@@ -17,38 +17,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-
-def http(method: str, url: str, body: object | None = None) -> tuple[int, Any]:
-    """One JSON request; (status, decoded body) for 2xx and error statuses alike."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
-
-
-def wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"demo: the server exited with status {server.returncode}")
-        try:
-            if http("GET", f"{base}/ready")[0] == 200:
-                return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"demo: {base}/ready did not answer 200 within {timeout:.0f}s")
+from httpcheck import NotReadyError, http, wait_ready
 
 
 def main() -> int:
@@ -79,7 +50,10 @@ def main() -> int:
         start_new_session=True,  # so the server and make stop together below
     )
     try:
-        wait_ready(base, server)
+        try:
+            wait_ready(f"{base}/ready", server)
+        except NotReadyError as error:
+            raise SystemExit(f"demo: {error}") from None
         _, metadata = http("GET", f"{base}/metadata")
         example = metadata["input_example"]
         status, prediction = http("POST", f"{base}/predict", example)

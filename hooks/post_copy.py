@@ -1,4 +1,5 @@
-"""Post-copy task: initialise a git repository with a first commit, then print next steps.
+"""Post-copy task: initialise a git repository with a first commit (Copier prints the next
+steps itself, from `_message_after_copy` in copier.yml).
 
 Copier runs this inside the new project (``copier copy --trust``). Git is optional: when it is
 missing, or the directory is already inside a repository, the step is skipped with a message and
@@ -57,14 +58,6 @@ def _has_identity(project: Path) -> bool:
 def main() -> int:
     project = Path.cwd()
     print(f"copier-ml: {init_repository(project)}")
-    print(
-        "copier-ml: next steps:\n"
-        "  make install   # .venv with the pipeline and dev extras\n"
-        "  make data      # the sample data (only when asked, only in data/sample/)\n"
-        "  make train     # validate -> train -> evaluate -> MLflow\n"
-        "  make serve     # API on http://127.0.0.1:8000\n"
-        "  make test"
-    )
     return 0
 
 

@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 import copier
 import pytest
 
+from httpcheck import NotReadyError, wait_ready
+
 TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
 
 # Variants that are rendered AND run (pipeline, tests, API). Together they cover every
@@ -84,6 +86,10 @@ RENDER_ONLY_VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 ALL_VARIANTS = {**RUN_VARIANTS, **RENDER_ONLY_VARIANTS}
+# One project per type: `make format` and `pre-commit run --all-files` (ruff check, ruff
+# format, mypy) run on these in test_checks.py; every other variant gets the same lint and
+# type check once, in test_render.py. No variant is linted twice.
+FORMAT_VARIANTS = ["defaults", "mlops", "deep_learning"]
 
 
 # With pytest-xdist (`make test` runs two workers, --dist loadgroup), a module's tests stay on
@@ -94,8 +100,36 @@ INDEPENDENT_MODULES = {"test_user_data", "test_tasks"}
 DL_GROUP = "deep_learning"
 
 
+PROJECT_TYPES = ("classical", "deep_learning", "mlops")
+DL_FIXTURES = {"dl_project", "dl_python", "dl_pipeline"}
+# Fixtures that install a project's dependencies (minutes on a cold cache), or need them.
+INSTALL_FIXTURES = {"project_python", "pipelines", *DL_FIXTURES}
+
+
+def project_type_of(item: pytest.Item) -> str:
+    """The project type a test exercises: from its module, its fixtures or its parameters
+    (``test_x[mlops-...]``); classical when nothing says otherwise."""
+    module = item.module.__name__ if item.module is not None else ""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    params = " ".join(map(str, callspec.params.values())) if callspec else ""
+    words = f"{item.name} {params}"
+    if module == "test_deep_learning" or fixtures & DL_FIXTURES or "deep_learning" in words:
+        return "deep_learning"
+    if module == "test_mlops" or "mlops" in words:
+        return "mlops"
+    return "classical"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        # `-m deep_learning` (or classical, mlops) selects one project type's tests; the
+        # template's own CI runs one job per type that way. `-m "not slow"` leaves out every
+        # test that installs a project's dependencies, not only the ones marked by hand.
+        project_type = project_type_of(item)
+        item.add_marker(getattr(pytest.mark, project_type))
+        if INSTALL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("xdist_group"):
             continue
         module = item.module.__name__ if item.module is not None else ""
@@ -210,7 +244,9 @@ def project_python(tmp_path_factory: pytest.TempPathFactory, default_project: Pa
     run: test workers share it)."""
 
     def build(directory: Path) -> None:
-        uv_sync(default_project, directory / "venv", "--extra", "pipeline", "--extra", "postgres")
+        # The interpreter running the tests (PYTHON_BIN picks it), as the venv module did.
+        extras = ["--extra", "pipeline", "--extra", "postgres"]
+        uv_sync(default_project, directory / "venv", "--python", sys.executable, *extras)
 
     return built_once(tmp_path_factory, "project-venv", build) / "venv" / "bin" / "python"
 
@@ -393,11 +429,10 @@ def live_service(
                 stderr=subprocess.STDOUT,
             )
         try:
-            deadline = time.monotonic() + timeout
-            while not answers_ready(base):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"{base} never became ready:\n{log.read_text()[-3000:]}")
-                time.sleep(0.2)
+            try:
+                wait_ready(f"{base}/ready", server, timeout=timeout)
+            except NotReadyError as error:
+                pytest.fail(f"{error}:\n{log.read_text()[-3000:]}")
             yield base
         finally:
             server.terminate()
@@ -406,15 +441,6 @@ def live_service(
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-
-
-def answers_ready(base: str) -> bool:
-    """Whether the service at ``base`` answers 200 on /ready right now."""
-    try:
-        with urllib.request.urlopen(f"{base}/ready", timeout=5) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, OSError):
-        return False
 
 
 def fuzz(python: Path, base: str, cwd: Path, settings: Path | None = None) -> str:

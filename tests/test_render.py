@@ -11,15 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import ALL_VARIANTS, TEMPLATE_ROOT, render, run
+from conftest import ALL_VARIANTS, FORMAT_VARIANTS, TEMPLATE_ROOT, project_env, render, run
 
 # Package modules every project type has (several are one shared file, see the symlink test).
 SHARED_PACKAGE_FILES = [
     "__init__.py",
     "__main__.py",
     "artifacts.py",
-    "bench.py",
-    "benchkit.py",
     "cli.py",
     "config.py",
     "data/__init__.py",
@@ -45,15 +43,18 @@ SHARED_PACKAGE_FILES = [
     "versioning.py",
 ]
 CLASSICAL_PACKAGE_FILES = [
+    "atomic.py",
     "data/coerce.py",
     "data/extract.py",
     "data/profile.py",
     "data/synthetic.py",
+    "errortext.py",
     "features.py",
     "inputs.py",
     "onnx_export.py",
-    "serving/outputs.py",
-    "serving/sklearn_runtime.py",
+    "outputs.py",
+    "scoring.py",
+    "sklearn_scoring.py",
     "tasks/__init__.py",
     "tasks/base.py",
     "tasks/binary.py",
@@ -75,15 +76,21 @@ PACKAGE_FILES_BY_TYPE = {
         "lifecycle/retrain.py",
         "lifecycle/shifts.py",
         "lifecycle/simulate.py",
+        "mlops_config.py",
+        "prediction_store.py",
         "serving/champion.py",
+        "serving/drift_gauges.py",
         "serving/mlops.py",
         "serving/prediction_log.py",
+        "serving/warning_throttle.py",
     ],
     "deep_learning": [
+        "checkpoints.py",
         "data/dataset.py",
         "distributed.py",
         "export.py",
         "imaging.py",
+        "publish.py",
     ],
 }
 COMMON_FILES = [
@@ -94,9 +101,13 @@ COMMON_FILES = [
     "Dockerfile",
     "Makefile",
     "README.md",
+    "benchmarks/__init__.py",
+    "benchmarks/bench.py",
+    "benchmarks/benchkit.py",
     "compose.yaml",
     "configs/config.yaml",
     "pyproject.toml",
+    "uv.lock",
 ]
 SQL_FILES = ["sql/scoring_set.sql", "sql/training_set.sql"]
 FILES_BY_TYPE = {
@@ -120,7 +131,10 @@ TREE_BY_TYPE = {
 # templated _exclude.
 MLOPS_ONLY_TESTS = {
     f"test_{name}.py"
-    for name in ("lifecycle", "loop", "monitoring", "prediction_log", "reload", "server", "simulate")
+    for name in (
+        *("lifecycle", "loop", "monitoring", "prediction_log"),
+        *("reload", "server", "simulate"),
+    )
 }
 # Jinja expressions, statements and comments (not the "}}" that ends a nested dict).
 TEMPLATE_TREES = ["template", "template_deep_learning"]
@@ -201,13 +215,31 @@ def _is_legit_brace(name: str, line: str) -> bool:
     return name.startswith(".github/") and "${{" in line
 
 
-@pytest.mark.parametrize("variant", ALL_VARIANTS)
-def test_render_variant_is_ruff_clean(
-    fresh: dict[str, Path], project_python: Path, variant: str
+# The variants that test_checks.py does not already lint and type-check through the project's
+# own pre-commit hooks: every rendered variant gets exactly one such pass.
+LINT_VARIANTS = [variant for variant in ALL_VARIANTS if variant not in FORMAT_VARIANTS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", LINT_VARIANTS)
+def test_render_variant_lints_and_type_checks(
+    fresh: dict[str, Path],
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    variant: str,
 ) -> None:
+    """ruff check, ruff format --check and mypy, as `make lint` runs them, with an interpreter
+    that has the project type's dependencies."""
     project = fresh[variant]
-    run([str(project_python), "-m", "ruff", "check", "."], cwd=project)
-    run([str(project_python), "-m", "ruff", "format", "--check", "."], cwd=project)
+    deep_learning = ALL_VARIANTS[variant].get("project_type") == "deep_learning"
+    python: Path = request.getfixturevalue("dl_python" if deep_learning else "project_python")
+    env = project_env(project)
+    # One mypy cache per project type: the libraries are analysed once, not per variant.
+    cache = tmp_path_factory.getbasetemp() / f"mypy-{'dl' if deep_learning else 'tabular'}"
+    env["MYPY_CACHE_DIR"] = str(cache)
+    run([str(python), "-m", "ruff", "check", "."], cwd=project, env=env)
+    run([str(python), "-m", "ruff", "format", "--check", "."], cwd=project, env=env)
+    assert "Success" in run([str(python), "-m", "mypy"], cwd=project, env=env).stdout
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)

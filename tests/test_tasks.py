@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import live_service, package_of, post_json, project_env, render, run, update_config
-from demo import http
+from httpcheck import http
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,7 +31,6 @@ import yaml
 from conftest import (
     DL_PACKAGE,
     TEMPLATE_ROOT,
-    answers_ready,
     free_port,
     live_service,
     package_of,
@@ -42,6 +40,7 @@ from conftest import (
     run,
     update_config,
 )
+from httpcheck import NotReadyError, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -290,11 +289,10 @@ def dl_make_serve(project: Path, python: Path, env: dict[str, str], log: Path) -
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 90
-        while not answers_ready(base):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`make serve` never became ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        try:
+            wait_ready(f"{base}/ready", server, timeout=90)
+        except NotReadyError as error:
+            pytest.fail(f"`make serve`: {error}:\n{log.read_text()[-3000:]}")
         yield base
     finally:
         os.killpg(server.pid, signal.SIGTERM)
