@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,23 @@ def test_copy_with_tasks_prints_next_steps_once_for_the_project_type(
     assert output.count("make train") == 1, output
     assert sample in output
     assert "git repository initialised" in output
+
+
+def test_copy_deep_learning_from_checkout_without_symlinks_is_refused(tmp_path: Path) -> None:
+    """A clone made with core.symlinks=false holds the shared files' link targets as text: the
+    deep-learning answer is refused with the fix instead of rendering broken modules."""
+    # The working tree as git writes it with core.symlinks=false: each link a text file
+    # holding its target.
+    clone = tmp_path / "template"
+    ignore = shutil.ignore_patterns(".git", ".venv", "site", "build", "__pycache__")
+    shutil.copytree(TEMPLATE_ROOT, clone, symlinks=True, ignore=ignore)
+    for link in [path for path in clone.rglob("*") if path.is_symlink()]:
+        target = str(link.readlink())
+        link.unlink()
+        link.write_text(target)
+    command = [sys.executable, "-m", "copier", "copy", "--defaults", "--skip-tasks"]
+    command += ["--data", "project_type=deep_learning", str(clone), str(tmp_path / "p")]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "without symlink support" in result.stdout + result.stderr
+    assert not (tmp_path / "p" / "src").exists()
