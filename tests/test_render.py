@@ -26,6 +26,7 @@ SHARED_PACKAGE_FILES = [
     "errors.py",
     "evaluate.py",
     "logging_config.py",
+    "mlflow_experiment.py",
     "model.py",
     "ortsession.py",
     "predict.py",

@@ -38,10 +38,9 @@ from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardSca
 from .config import FeaturesConfig
 from .data.coerce import parse_booleans, parse_datetimes
 from .errors import DataError
-from .inputs import MISSING_CATEGORY, datetime_inputs, model_columns
+from .inputs import datetime_inputs, model_columns
 
 __all__ = [
-    "MISSING_CATEGORY",
     "build_preprocessor",
     "check_trainable",
     "frequent_categories",
@@ -185,8 +184,3 @@ def to_model_frame(frame: pd.DataFrame, features: FeaturesConfig) -> pd.DataFram
         },
         index=frame.index,
     )
-
-
-def numeric_array(values: Any) -> np.ndarray:
-    """A (n, 1) float32 column for the ONNX graph (``None`` -> NaN)."""
-    return np.asarray(values, dtype=np.float32).reshape(-1, 1)

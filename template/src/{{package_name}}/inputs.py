@@ -1,7 +1,7 @@
 """Raw feature values -> the exported model's inputs, one definition for every path.
 
 Training and batch predict (pandas, via ``features.to_model_frame``) and the service (ONNX
-Runtime, via ``serving.runtime``) all go through these functions, so a timestamp or a missing
+Runtime, via ``scoring``) all go through these functions, so a timestamp or a missing
 value reaches the model identically whichever way it came in. NumPy only: the serving process
 imports this module, and nothing here imports pandas or scikit-learn.
 

@@ -20,8 +20,9 @@ import pandas as pd
 
 from .config import FeaturesConfig
 from .errors import ModelExportError
+from .errortext import typed_first_line
 from .inputs import model_inputs
-from .serving.runtime import OnnxScorer
+from .scoring import OnnxScorer
 from .tasks import Task
 
 PARITY_TOLERANCE = 1e-5
@@ -73,8 +74,7 @@ def export_pipeline(pipeline: Any, features: FeaturesConfig) -> bytes:
         )
     except Exception as exc:  # skl2onnx raises many types; all mean "cannot export this"
         raise ModelExportError(
-            f"the fitted pipeline could not be converted to ONNX: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            f"the fitted pipeline could not be converted to ONNX: {typed_first_line(exc)}"
         ) from exc
     serialized: bytes = model.SerializeToString()
     return serialized

@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import artifacts
+from .atomic import replacing
 from .config import Config
-from .data.extract import iter_files, iter_query, read_query, resolve_files, source_engine
+from .data.extract import iter_files, iter_source_query, resolve_files
 from .data.validate import validate_frame
 from .errors import DataError
 from .features import raw_columns
-from .serving.runtime import load_predictor
-from .versioning import new_partial_file
+from .scoring import load_predictor
 
 SQL_SOURCE = "sql"
 
@@ -44,11 +44,7 @@ def iter_input(source: str, cfg: Config, chunk_size: int) -> Generator[pd.DataFr
     """Chunks of ``source``: ``sql`` for ``data.scoring_query`` on ``data.url``, or CSV/Parquet
     files (a file, a folder or a glob), read through the same DuckDB path as ``data.tables``."""
     if source == SQL_SOURCE:
-        engine = source_engine(cfg.data)
-        try:
-            yield from iter_query(engine, read_query(cfg.data.scoring_query), chunk_size)
-        finally:
-            engine.dispose()
+        yield from iter_source_query(cfg.data, cfg.data.scoring_query, chunk_size)
         return
     yield from iter_files(source, chunk_size, label="--input")
 
@@ -74,37 +70,34 @@ def predict_batch(
     predictor = load_predictor(model_dir, cfg.serving.runtime)
     features = predictor.metadata.features
     id_column = cfg.data.id_column
-    partial = new_partial_file(output)
-    writer = _ChunkWriter(partial, parquet=output.suffix.lower() == ".parquet")
     rows = chunks = 0
     counts: Counter[str] = Counter()
     value_sum = 0.0
     outputs = predictor.outputs
-    try:
-        for chunk in iter_input(source, cfg, chunk_size or cfg.data.chunk_size):
-            chunk.index = pd.RangeIndex(rows, rows + len(chunk))  # row numbers for error reports
-            valid = validate_frame(
-                chunk, cfg, with_target=False, with_id=False, source=f"input {source}"
-            )
-            scores = predictor.predict_columns(raw_columns(valid, features))
-            result = pd.DataFrame(outputs.columns(scores), index=valid.index)
-            if id_column in chunk.columns:
-                result.insert(0, id_column, chunk[id_column].to_numpy())
-            result["model_version"] = predictor.metadata.version
-            writer.write(result)
-            rows += len(result)
-            chunks += 1
-            counts += outputs.counts(scores)
-            if not outputs.is_classifier:
-                value_sum += float(scores.sum())
-        writer.close()
+    with replacing(output) as partial:
+        writer = _ChunkWriter(partial, parquet=output.suffix.lower() == ".parquet")
+        try:
+            for chunk in iter_input(source, cfg, chunk_size or cfg.data.chunk_size):
+                # Row numbers for error reports.
+                chunk.index = pd.RangeIndex(rows, rows + len(chunk))
+                valid = validate_frame(
+                    chunk, cfg, with_target=False, with_id=False, source=f"input {source}"
+                )
+                scores = predictor.predict_columns(raw_columns(valid, features))
+                result = pd.DataFrame(outputs.columns(scores), index=valid.index)
+                if id_column in chunk.columns:
+                    result.insert(0, id_column, chunk[id_column].to_numpy())
+                result["model_version"] = predictor.metadata.version
+                writer.write(result)
+                rows += len(result)
+                chunks += 1
+                counts += outputs.counts(scores)
+                if not outputs.is_classifier:
+                    value_sum += float(scores.sum())
+        finally:
+            writer.close()
         if rows == 0:
             raise DataError(f"input {source} has no rows")
-        partial.replace(output)
-    except BaseException:
-        writer.close()
-        partial.unlink(missing_ok=True)
-        raise
     return PredictSummary(
         rows, chunks, outputs.summary(counts, value_sum), output, predictor.metadata.version
     )

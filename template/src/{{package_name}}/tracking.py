@@ -13,6 +13,8 @@ from typing import Any
 
 from .config import TrackingConfig
 from .errors import TrackingError
+from .errortext import first_line
+from .mlflow_experiment import ensure_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def log_training_run(
         import mlflow.sklearn
 
         mlflow.set_tracking_uri(cfg.uri)
-        experiment_id = _experiment_id(mlflow, cfg)
+        experiment_id = ensure_experiment(mlflow, cfg)
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
             mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
             mlflow.log_metrics(metrics)
@@ -54,22 +56,10 @@ def log_training_run(
             )
             return str(run.info.run_id)
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TrackingError(
-            f"could not log the run to MLflow at {cfg.uri}: {first_line} "
+            f"could not log the run to MLflow at {cfg.uri}: {first_line(exc)} "
             "(fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled: false)"
         ) from exc
-
-
-def _experiment_id(mlflow: Any, cfg: TrackingConfig) -> str:
-    experiment = mlflow.get_experiment_by_name(cfg.experiment)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    # A local store keeps artifacts under the configured folder; a server decides for itself.
-    location = None
-    if cfg.uri.startswith(("sqlite:", "file:")) or "://" not in cfg.uri:
-        location = Path(cfg.artifact_location).resolve().as_uri()
-    return str(mlflow.create_experiment(cfg.experiment, artifact_location=location))
 
 
 def _trusted_types(model: Any) -> list[str]:

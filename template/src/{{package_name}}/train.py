@@ -155,7 +155,12 @@ def train(cfg: Config, frame: pd.DataFrame | None = None) -> TrainResult:
     """Run the whole training pipeline; ``frame`` replaces the SQL extract (tests, notebooks)."""
     raw = extract_training_frame(cfg) if frame is None else frame
     source = "the training frame" if frame is not None else str(cfg.data.query)
-    data = validate_frame(raw, cfg, source=source)
+    return train_validated(cfg, validate_frame(raw, cfg, source=source), source)
+
+
+def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult:
+    """The training pipeline on a table ``validate_frame`` already checked (read from
+    ``source``): for callers that use the same rows again (the MLOps registration and gate)."""
     task = task_for(cfg.task)
     target = task.target(data[cfg.data.target], cfg, source)
     fingerprint = data_fingerprint(data)

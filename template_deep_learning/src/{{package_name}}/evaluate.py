@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from . import artifacts
 from .config import Config
-from .data.dataset import ManifestRow, iter_pixel_batches, load_pixels
+from .data.dataset import ManifestRow, class_indices, iter_pixel_batches, load_pixels
 from .data.validate import validate_dataset
 from .errors import DataError
 
@@ -51,22 +51,22 @@ def classification_metrics(
     y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Overall metrics (accuracy, macro precision/recall/F1, log loss) and per-class scores
-    (a class never predicted has precision 0, as scikit-learn's ``zero_division=0``)."""
+    (a class never predicted has precision 0: ``zero_division=0``)."""
+    # Imported here, not at the top: scikit-learn's metrics take about a second to import, and
+    # training and the CLI import this module long before (or without) scoring anything.
+    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support
+
+    labels = np.arange(len(classes))
     predicted = probs.argmax(axis=1)
-    matrix = confusion_matrix(y_true, predicted, len(classes))
-    hits = np.diag(matrix).astype(np.float64)
-    support, predicted_count = matrix.sum(axis=1), matrix.sum(axis=0)
-    precision = np.divide(hits, predicted_count, out=np.zeros_like(hits), where=predicted_count > 0)
-    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
-    true_prob = probs[np.arange(len(y_true)), y_true]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, predicted, labels=labels, zero_division=0
+    )
     summary = {
-        "accuracy": float(np.mean(predicted == y_true)),
+        "accuracy": float(accuracy_score(y_true, predicted)),
         "macro_precision": float(np.mean(precision)),
         "macro_recall": float(np.mean(recall)),
         "macro_f1": float(np.mean(f1)),
-        "log_loss": float(-np.mean(np.log(np.clip(true_prob, 1e-12, 1.0)))),
+        "log_loss": float(log_loss(y_true, probs, labels=labels)),
         "images": float(len(y_true)),
     }
     per_class = {
@@ -81,14 +81,6 @@ def classification_metrics(
     return summary, per_class
 
 
-def confusion_matrix(y_true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts ``[true class, predicted class]`` (numpy only: scikit-learn's metrics module
-    takes seconds to import)."""
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (y_true, predicted), 1)
-    return matrix
-
-
 def write_reports(
     reports_dir: Path,
     *,
@@ -97,7 +89,6 @@ def write_reports(
     classes: Sequence[str],
     root: Path,
     rows: Sequence[ManifestRow],
-    y_true: np.ndarray,
     probs: np.ndarray,
     image_size: int,
     channels: int,
@@ -105,10 +96,14 @@ def write_reports(
     history: Sequence[dict[str, float]] = (),
     notes: Sequence[str] = (),
 ) -> tuple[dict[str, float], list[Path]]:
-    """Write the plots, ``metrics.json`` and ``report.md``; return the metrics and the files."""
+    """Write the plots, ``metrics.json`` and ``report.md`` for ``probs``, the predictions for
+    ``rows``; return the metrics and the files."""
+    from sklearn.metrics import confusion_matrix  # slow to import: see classification_metrics
+
     reports_dir.mkdir(parents=True, exist_ok=True)
+    y_true = class_indices(rows, classes)
     summary, per_class = classification_metrics(y_true, probs, classes)
-    matrix = confusion_matrix(y_true, probs.argmax(axis=1), len(classes))
+    matrix = confusion_matrix(y_true, probs.argmax(axis=1), labels=np.arange(len(classes)))
     files = [
         _save(_confusion_figure(matrix, classes), reports_dir / CONFUSION_FILE),
         _save(
@@ -158,8 +153,6 @@ def evaluate(cfg: Config, version: str | None = None) -> EvaluationResult:
     if report.fingerprint != metadata.data_fingerprint:
         notes.append("The data changed since this model was trained (different fingerprint).")
     rows = report.split("test")
-    index = {name: i for i, name in enumerate(metadata.classes)}
-    y_true = np.array([index[row.label] for row in rows], dtype=np.int64)
     session = onnx_session(str(model_dir / artifacts.ONNX_FILE))
     batches = iter_pixel_batches(
         cfg.data.root, rows, metadata.image_size, metadata.channels, SCORING_BATCH
@@ -174,7 +167,6 @@ def evaluate(cfg: Config, version: str | None = None) -> EvaluationResult:
         classes=metadata.classes,
         root=cfg.data.root,
         rows=rows,
-        y_true=y_true,
         probs=probs,
         image_size=metadata.image_size,
         channels=metadata.channels,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TrackingError
+from .mlflow_experiment import ensure_experiment
 from .settings import TrackingConfig
 
 logger = logging.getLogger(__name__)
@@ -111,23 +112,12 @@ def open_run(cfg: TrackingConfig, *, run_name: str, resume_run_id: str | None = 
             client.update_run(resume_run_id, status="RUNNING")
             logger.info("resuming MLflow run %s at %s", resume_run_id, cfg.uri)
             return TrackedRun(cfg, client, resume_run_id)
-        run = client.create_run(_experiment_id(client, cfg), run_name=run_name)
+        run = client.create_run(ensure_experiment(client, cfg), run_name=run_name)
     except Exception as exc:
         what = f"could not reopen run {resume_run_id}" if resume_run_id else "could not start a run"
         raise _tracking_error(cfg, what, exc) from exc
     logger.info("MLflow run %s at %s", run.info.run_id, cfg.uri)
     return TrackedRun(cfg, client, str(run.info.run_id))
-
-
-def _experiment_id(client: Any, cfg: TrackingConfig) -> str:
-    experiment = client.get_experiment_by_name(cfg.experiment)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    # A local store keeps artifacts under the configured folder; a server decides for itself.
-    location = None
-    if cfg.uri.startswith(("sqlite:", "file:")) or "://" not in cfg.uri:
-        location = Path(cfg.artifact_location).resolve().as_uri()
-    return str(client.create_experiment(cfg.experiment, artifact_location=location))
 
 
 def _tracking_error(cfg: TrackingConfig, what: str, exc: Exception) -> TrackingError:

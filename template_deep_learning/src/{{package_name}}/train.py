@@ -4,9 +4,9 @@ versioned model -> MLflow.
 
 ``train(cfg)`` is the same function whether it runs in one process or in every process of
 ``torchrun --nproc_per_node=N -m <package> train``: rank 0 validates the data, writes the
-checkpoints, logs to MLflow and publishes; all ranks compute. The quality gate, the export and
-its parity check all run before anything is written to the models directory, so a bad run
-never changes the model being served.
+checkpoints, logs to MLflow and publishes; all ranks compute. This module is the training loop;
+``checkpoints`` saves and restores its state (``--resume``) and ``publish`` turns the best
+epoch into a model version.
 """
 
 from __future__ import annotations
@@ -14,42 +14,34 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
 import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-import onnx
-import PIL
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from . import artifacts, distributed, export, tracking
+from . import checkpoints, distributed, tracking
+from .checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT
 from .config import Config
-from .data.dataset import ImageDataset, ManifestRow, iter_pixel_batches, load_pixels
+from .data.dataset import ImageDataset, ManifestRow, load_pixels
 from .data.validate import DatasetReport, validate_dataset
 from .distributed import DistributedContext
-from .errors import ConfigError, ModelNotFoundError, ModelQualityError, TrackingError
-from .evaluate import HISTORY_FILE, write_reports
-from .model import ConvNet, build_model, cross_entropy, parameter_count
-from .ortsession import runtime_version
-from .versioning import git_commit
+from .errors import ConfigError, TrackingError
+from .model import build_model, cross_entropy, parameter_count
+from .publish import publish_best
 
 logger = logging.getLogger(__name__)
 
-BEST_CHECKPOINT = "best.pt"
-LAST_CHECKPOINT = "last.pt"
-CHECKPOINT_FORMAT = 1
 NORMALIZATION_SAMPLE = 2000  # training images used to measure the pixel mean and std
-SCORING_BATCH = 256
 
 EpochCallback = Callable[[dict[str, float]], None]
 
@@ -121,7 +113,7 @@ def _train(
     on_epoch_end: EpochCallback | None,
 ) -> TrainResult:
     tc = cfg.training
-    checkpoints = cfg.paths.checkpoints_dir
+    checkpoints_dir = cfg.paths.checkpoints_dir
     report = distributed.run_on_main(ctx, lambda: validate_dataset(cfg.data))
     if ctx.is_main:
         logger.info(
@@ -130,10 +122,12 @@ def _train(
             len(report.classes),
             report.summary(),
         )
-    checkpoint = _load_checkpoint(checkpoints / LAST_CHECKPOINT, cfg, report) if resume else None
+    checkpoint = (
+        checkpoints.load_last(checkpoints_dir / LAST_CHECKPOINT, cfg, report) if resume else None
+    )
     if checkpoint is None and ctx.is_main:
         for name in (BEST_CHECKPOINT, LAST_CHECKPOINT):  # never resume into an older run
-            (checkpoints / name).unlink(missing_ok=True)
+            (checkpoints_dir / name).unlink(missing_ok=True)
 
     seed_everything(tc.seed + ctx.rank, tc.deterministic)
     model = build_model(cfg.model, len(report.classes), cfg.data.channels)
@@ -213,7 +207,7 @@ def _train(
         # training.
         state.run_id = distributed.run_on_main(ctx, open_tracking)
         if checkpoint is not None:
-            _restore_rng(checkpoint["rng"], ctx.rank, device)
+            checkpoints.restore_rng(checkpoint["rng"], ctx.rank, device)
             logger.info("resuming after epoch %d of %d", state.epoch, tc.epochs)
         while not state.finished:
             epoch = state.epoch + 1
@@ -234,7 +228,7 @@ def _train(
                 "lr": lr,
             }
             improved = state.update(record, tc.early_stopping_patience, tc.epochs)
-            rng_states = distributed.gather(ctx, _rng_state(device))
+            rng_states = distributed.gather(ctx, checkpoints.rng_state(device))
             if ctx.is_main:
                 logger.info(
                     "epoch %d/%d: train loss %.4f, val loss %.4f, val accuracy %.4f%s",
@@ -246,13 +240,14 @@ def _train(
                     " (best)" if improved else "",
                 )
                 if improved:
-                    _save(checkpoints / BEST_CHECKPOINT, _best_payload(model, cfg, report, record))
-                _save(
-                    checkpoints / LAST_CHECKPOINT,
-                    _last_payload(
-                        model, optimizer, scheduler, scaler, cfg, report, state, rng_states
-                    ),
+                    checkpoints.save(
+                        checkpoints_dir / BEST_CHECKPOINT,
+                        checkpoints.best_payload(model, cfg, report, record),
+                    )
+                last = checkpoints.last_payload(
+                    model, optimizer, scheduler, scaler, cfg, report, state.as_dict(), rng_states
                 )
+                checkpoints.save(checkpoints_dir / LAST_CHECKPOINT, last)
                 run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
             if on_epoch_end is not None:
                 on_epoch_end(record)
@@ -411,166 +406,30 @@ def _finish(
     device: torch.device,
     n_parameters: int,
 ) -> TrainResult:
-    """Rank 0: quality gate, test evaluation, export, parity, reports, publish, MLflow."""
+    """Rank 0: publish the best epoch (gate, test evaluation, export, reports, MLflow)."""
     assert state.best is not None  # at least one epoch ran
-    best = state.best
-    if best["val_accuracy"] < cfg.training.min_val_accuracy:
-        run.set_tags({"quality_gate": "failed"})
-        raise ModelQualityError(
-            f"best validation accuracy {best['val_accuracy']:.4f} (epoch {best['epoch']:.0f}) "
-            f"is below training.min_val_accuracy {cfg.training.min_val_accuracy}: the model was "
-            "not published"
-        )
-    model = build_model(cfg.model, len(report.classes), cfg.data.channels)
-    checkpoint = torch.load(
-        cfg.paths.checkpoints_dir / BEST_CHECKPOINT, map_location="cpu", weights_only=True
-    )
-    model.load_state_dict(checkpoint["model"])
-    model.to(device).eval()
-
-    test_rows = report.split("test")
-    index = {name: i for i, name in enumerate(report.classes)}
-    y_true = np.array([index[row.label] for row in test_rows], dtype=np.int64)
-    probs = _predict(model, _test_batches(cfg, test_rows), device)
-
-    onnx_model = export.export_onnx(
-        model, image_size=cfg.data.image_size, channels=cfg.data.channels, opset=cfg.export.opset
-    )
-    parity = export.check_parity(
-        onnx_model, model, _test_batches(cfg, test_rows), cfg.export.parity_tolerance
-    )
-    logger.info(
-        "ONNX export matches PyTorch on %d test images (max |diff| %.1e)",
-        parity.images,
-        parity.max_abs_diff,
-    )
-
-    version = artifacts.new_version(report.fingerprint)
-    metrics, report_files = write_reports(
-        cfg.paths.reports_dir,
-        version=version,
-        source="pytorch",
-        classes=report.classes,
-        root=cfg.data.root,
-        rows=test_rows,
-        y_true=y_true,
-        probs=probs,
-        image_size=cfg.data.image_size,
-        channels=cfg.data.channels,
-        most_confused=cfg.evaluation.most_confused,
+    published = publish_best(
+        cfg,
+        report,
+        best=state.best,
         history=state.history,
+        epochs_trained=state.epoch,
+        n_parameters=n_parameters,
+        run=run,
+        device=device,
     )
-    all_metrics = {
-        **metrics,
-        "best_val_accuracy": best["val_accuracy"],
-        "best_val_loss": best["val_loss"],
-    }
-    commit = git_commit()
-
-    def write(model_dir: Path) -> None:
-        (model_dir / artifacts.ONNX_FILE).write_bytes(onnx_model)
-        artifacts.write_json(model_dir / HISTORY_FILE, state.history)
-        artifacts.write_metadata(
-            model_dir,
-            artifacts.ModelMetadata(
-                version=version,
-                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                project=cfg.project,
-                classes=report.classes,
-                image_size=cfg.data.image_size,
-                channels=cfg.data.channels,
-                metrics=all_metrics,
-                parameter_count=n_parameters,
-                epochs_trained=state.epoch,
-                input_example=_input_example(cfg, test_rows[0]),
-                data_fingerprint=report.fingerprint,
-                git_commit=commit,
-                library_versions=_library_versions(),
-                onnx_sha256=artifacts.sha256_file(model_dir / artifacts.ONNX_FILE),
-                onnx_parity=parity.as_dict(),
-                mlflow_run_id=run.run_id,
-            ),
-        )
-
-    model_dir = artifacts.publish(cfg.paths.models_dir, version, write)
-    logger.info("published model %s to %s", version, model_dir)
-
-    # The model is published before the last tracking calls: a tracker outage must not block
-    # a good model, and the error names the published version.
-    try:
-        run.log_metrics(
-            {
-                **{f"test_{k}": v for k, v in metrics.items()},
-                "onnx_max_abs_diff": parity.max_abs_diff,
-                "parameter_count": float(n_parameters),
-            },
-            step=state.epoch,
-        )
-        run.set_tags(
-            {
-                "model_version": version,
-                "data_fingerprint": report.fingerprint,
-                "git_commit": commit or "unknown",
-                "quality_gate": "passed",
-                "onnx_parity": "passed",
-            }
-        )
-        run.log_artifacts(report_files, "reports")
-        run.log_artifacts(
-            [
-                model_dir / name
-                for name in (artifacts.ONNX_FILE, artifacts.METADATA_FILE, HISTORY_FILE)
-            ],
-            "model",
-        )
-        run.finish("FINISHED")
-    except TrackingError as exc:
-        raise TrackingError(f"model {version} was published, but {exc}") from exc
     return TrainResult(
-        version=version,
-        model_dir=model_dir,
-        metrics=all_metrics,
+        version=published.version,
+        model_dir=published.model_dir,
+        metrics=published.metrics,
         history=list(state.history),
-        best_epoch=int(best["epoch"]),
+        best_epoch=int(state.best["epoch"]),
         parameter_count=n_parameters,
-        onnx_parity=parity.as_dict(),
-        report_files=report_files,
+        onnx_parity=published.onnx_parity,
+        report_files=published.report_files,
         run_id=run.run_id,
         world_size=ctx.world_size,
     )
-
-
-def _test_batches(cfg: Config, rows: list[ManifestRow]) -> Iterator[np.ndarray]:
-    return iter_pixel_batches(
-        cfg.data.root, rows, cfg.data.image_size, cfg.data.channels, SCORING_BATCH
-    )
-
-
-def _predict(model: nn.Module, batches: Iterator[np.ndarray], device: torch.device) -> np.ndarray:
-    outputs = []
-    with torch.inference_mode():
-        for pixels in batches:
-            logits = model(torch.from_numpy(pixels).to(device))
-            outputs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    return np.concatenate(outputs)
-
-
-def _input_example(cfg: Config, row: ManifestRow) -> list[Any]:
-    """One real test image as the API takes it: ``[H][W]`` (gray) or ``[H][W][3]`` (RGB)."""
-    (pixels,) = load_pixels(cfg.data.root, [row], cfg.data.image_size, cfg.data.channels)
-    example = pixels[0] if cfg.data.channels == 1 else pixels.transpose(1, 2, 0)
-    return np.round(example.astype(np.float64), 6).tolist()  # type: ignore[no-any-return]
-
-
-def _library_versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": runtime_version(),
-        "pillow": PIL.__version__,
-    }
 
 
 def _params(
@@ -600,116 +459,3 @@ def _close_quietly(run: tracking.TrackedRun, status: str) -> None:
         run.finish(status)
     except TrackingError as exc:
         logger.warning("%s", exc)
-
-
-# Checkpoints -------------------------------------------------------------------------------
-
-
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def _identity(cfg: Config, report: DatasetReport) -> dict[str, Any]:
-    """What a checkpoint must agree with to be resumed under ``cfg``."""
-    return {
-        "classes": report.classes,
-        "model": cfg.model.model_dump(mode="json"),
-        "image_size": cfg.data.image_size,
-        "channels": cfg.data.channels,
-        "epochs": cfg.training.epochs,
-        "scheduler": cfg.training.scheduler,
-    }
-
-
-def _best_payload(
-    model: ConvNet, cfg: Config, report: DatasetReport, record: dict[str, float]
-) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "metrics": record,
-        "identity": _identity(cfg, report),
-    }
-
-
-def _last_payload(
-    model: ConvNet,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    scaler: torch.amp.GradScaler,
-    cfg: Config,
-    report: DatasetReport,
-    state: _TrainingState,
-    rng_states: list[dict[str, Any]],
-) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict(),
-        "rng": rng_states,
-        "data_fingerprint": report.fingerprint,
-        **state.as_dict(),
-        "identity": _identity(cfg, report),
-    }
-
-
-def _load_checkpoint(path: Path, cfg: Config, report: DatasetReport) -> dict[str, Any]:
-    """``last.pt``, checked against the current config and data."""
-    try:
-        checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelNotFoundError(
-            f"no checkpoint to resume from at {path}: run train without --resume"
-        ) from None
-    except Exception as exc:
-        raise ModelNotFoundError(f"checkpoint {path} cannot be read: {exc}") from None
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ModelNotFoundError(f"checkpoint {path} has an unknown format: train from scratch")
-    saved = checkpoint.get("identity", {})
-    differences = [
-        f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"
-        for key, value in _identity(cfg, report).items()
-        if saved.get(key) != value
-    ]
-    if differences:
-        raise ConfigError(
-            f"cannot resume from {path}: it was trained under different settings ("
-            + "; ".join(differences)
-            + "); restore them or train without --resume"
-        )
-    if checkpoint["data_fingerprint"] != report.fingerprint:
-        logger.warning("the data changed since %s was written; resuming anyway", path)
-    return checkpoint
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's generator states as plain lists and tuples: they travel between ranks
-    (``all_gather_object``) and load with ``torch.load(weights_only=True)``."""
-    kind, keys, position, has_gauss, gauss = cast(
-        tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True)
-    )
-    cuda = torch.cuda.get_rng_state(device).tolist() if device.type == "cuda" else None
-    return {
-        "python": random.getstate(),
-        "numpy": (kind, keys.tolist(), position, has_gauss, gauss),
-        "torch": torch.get_rng_state().tolist(),
-        "cuda": cuda,
-    }
-
-
-def _restore_rng(states: list[dict[str, Any]], rank: int, device: torch.device) -> None:
-    if rank >= len(states):  # resumed with more processes than saved: keep the fresh seed
-        return
-    state = states[rank]
-    random.setstate(state["python"])
-    kind, keys, position, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if device.type == "cuda" and state["cuda"] is not None:
-        torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8), device)

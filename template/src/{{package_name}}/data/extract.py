@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import glob
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +31,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..config import Config, DataConfig
 from ..errors import DataError
+from ..errortext import first_line
 from ..settings import PACKAGE
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -228,7 +229,7 @@ def iter_query(engine: Engine, sql: str, chunk_size: int) -> Iterator[pd.DataFra
             raise
         shown = engine.url.render_as_string(hide_password=True)
         raise DataError(
-            f"query failed on {shown}: {_first_line(exc)} "
+            f"query failed on {shown}: {_driver_message(exc)} "
             "(check data.url, data.tables and the query's tables and columns)"
         ) from None
 
@@ -242,13 +243,14 @@ def _is_database_error(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in ("duckdb", "_duckdb")
 
 
-def _first_line(exc: BaseException) -> str:
+def _driver_message(exc: BaseException) -> str:
+    """The first line of what the database or its driver said (pandas and SQLAlchemy wrap
+    it)."""
     cause = exc
     while isinstance(cause, pd.errors.DatabaseError | SQLAlchemyError) and cause.__cause__:
         cause = cause.__cause__
     orig = getattr(cause, "orig", None)
-    lines = str(orig if orig is not None else cause).strip().splitlines()
-    return lines[0] if lines else type(cause).__name__
+    return first_line(orig if isinstance(orig, BaseException) else cause)
 
 
 def iter_files(spec: str, chunk_size: int, label: str) -> Iterator[pd.DataFrame]:
@@ -262,25 +264,27 @@ def iter_files(spec: str, chunk_size: int, label: str) -> Iterator[pd.DataFrame]
         engine.dispose()
 
 
-def iter_training_chunks(cfg: Config, chunk_size: int | None = None) -> Iterator[pd.DataFrame]:
-    """Run ``data.query`` and yield its rows in chunks (``chunk_size`` or ``data.chunk_size``)."""
-    engine = source_engine(cfg.data)
+def iter_source_query(cfg: DataConfig, query: Path, chunk_size: int) -> Generator[pd.DataFrame]:
+    """Run the SQL file ``query`` on ``data.url`` and yield its rows in chunks of
+    ``chunk_size``; the connection is closed when the caller stops reading."""
+    engine = source_engine(cfg)
     try:
-        yield from iter_query(engine, read_query(cfg.data.query), chunk_size or cfg.data.chunk_size)
+        yield from iter_query(engine, read_query(query), chunk_size)
     finally:
         engine.dispose()
+
+
+def iter_training_chunks(cfg: Config, chunk_size: int | None = None) -> Iterator[pd.DataFrame]:
+    """Run ``data.query`` and yield its rows in chunks (``chunk_size`` or ``data.chunk_size``)."""
+    yield from iter_source_query(cfg.data, cfg.data.query, chunk_size or cfg.data.chunk_size)
 
 
 def extract_training_frame(cfg: Config) -> pd.DataFrame:
     """Run ``data.query`` and return the whole training table."""
-    engine = source_engine(cfg.data)
-    try:
-        chunks = list(iter_query(engine, read_query(cfg.data.query), cfg.data.chunk_size))
-    finally:
-        engine.dispose()
-    if not chunks:
-        raise DataError(f"{cfg.data.query} returned no rows from {engine.url!r}")
-    frame = pd.concat(chunks, ignore_index=True)
+    chunks = list(iter_training_chunks(cfg))
+    frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
     if frame.empty:
+        engine = source_engine(cfg.data)  # no connection: only its URL, as the driver sees it
+        engine.dispose()
         raise DataError(f"{cfg.data.query} returned no rows from {engine.url!r}")
     return frame

@@ -31,7 +31,6 @@ import math
 import numbers
 import os
 import re
-import shutil
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,10 +45,10 @@ from pydantic import BaseModel
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ..atomic import replace_text
 from ..config import Config, as_label, config_from_dict, usable_feature_name
 from ..errors import ConfigError, DataError
 from ..settings import PACKAGE, read_yaml
-from ..versioning import new_partial_file
 from .extract import iter_training_chunks
 
 DEFAULT_ROWS = 100_000
@@ -1127,19 +1126,9 @@ def _plain(value: Any) -> Any:
 
 
 def _replace_file(path: Path, text: str) -> None:
-    """Write ``text`` beside ``path`` and move it over ``path`` (keeping its permissions), so
-    readers see the old file or the new one, never half of one."""
-    target = path.resolve()
-    partial = new_partial_file(target)
-    try:
-        with partial.open("w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        if target.exists():
-            shutil.copymode(target, partial)
-        partial.replace(target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    """Write ``text`` over ``path`` atomically, keeping its permissions (a link is followed:
+    the file it points at is replaced)."""
+    replace_text(path.resolve(), text, keep_mode=True)
 
 
 def _previous_section(

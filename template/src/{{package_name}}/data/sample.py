@@ -25,9 +25,10 @@ import pandas as pd
 from sqlalchemy import Engine, inspect, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from ..atomic import replacing
 from ..config import SampleDataConfig
 from ..errors import DataError
-from ..versioning import new_partial_file
+from ..errortext import first_line
 from .extract import make_engine, sqlite_file
 
 REGIONS = ["north", "south", "east", "west"]
@@ -164,13 +165,8 @@ def build_sample_warehouse(cfg: SampleDataConfig) -> dict[str, int]:
         )
     if database.exists():
         _refuse_foreign_tables(cfg.url, database)
-    partial = new_partial_file(database)
-    try:
+    with replacing(database) as partial:
         _write_to(url.set(database=str(partial)).render_as_string(hide_password=False), tables)
-        partial.replace(database)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return {name: len(frame) for name, frame in tables.items()}
 
 
@@ -205,8 +201,9 @@ def _refuse_foreign_tables(url: str, database: Path | None = None) -> None:
                 else set()
             )
     except SQLAlchemyError as exc:
-        first_line = str(exc).splitlines()[0]
-        raise DataError(f"cannot inspect {shown} before writing the sample: {first_line}") from None
+        raise DataError(
+            f"cannot inspect {shown} before writing the sample: {first_line(exc)}"
+        ) from None
     finally:
         engine.dispose()
     foreign = sorted(existing - owned - {MANIFEST_TABLE})

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -34,10 +33,12 @@ from sqlalchemy import create_engine, insert, inspect, make_url, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from ..config import Config
+from ..atomic import replace_copy
 from ..errors import DataError
-from ..features import MISSING_CATEGORY
-from ..serving.prediction_log import (
+from ..errortext import first_line
+from ..inputs import MISSING_CATEGORY
+from ..mlops_config import MlopsConfig
+from ..prediction_store import (
     incompatible_table,
     layout_problem,
     sqlite_file,
@@ -100,7 +101,7 @@ class MonitoringResult:
         return None if value is None else float(value)
 
 
-def load_window(cfg: Config) -> pd.DataFrame:
+def load_window(cfg: MlopsConfig) -> pd.DataFrame:
     """The most recent ``monitoring.window`` logged predictions, oldest first, with the logged
     features expanded into one column each."""
     settings = cfg.prediction_log
@@ -132,15 +133,14 @@ def load_window(cfg: Config) -> pd.DataFrame:
             )
             rows = [dict(row) for row in connection.execute(newest_first).mappings()]
     except SQLAlchemyError as exc:
-        first_line = str(exc).splitlines()[0]
-        raise DataError(f"cannot read the prediction log at {where}: {first_line}") from None
+        raise DataError(f"cannot read the prediction log at {where}: {first_line(exc)}") from None
     finally:
         engine.dispose()
     return _window_frame(rows[::-1], [column.name for column in predictions.columns])
 
 
 def run_monitoring(
-    cfg: Config,
+    cfg: MlopsConfig,
     reference: Mapping[str, Any],
     window: pd.DataFrame | None = None,
     now: datetime | None = None,
@@ -168,7 +168,7 @@ def run_monitoring(
     return MonitoringResult(status=report["status"], report=report, files=files)
 
 
-def store_result(cfg: Config, result: MonitoringResult) -> int:
+def store_result(cfg: MlopsConfig, result: MonitoringResult) -> int:
     """Insert the report into the drift table (created if missing); return the row id."""
     settings = cfg.prediction_log
     url = _parse_url(settings.url)
@@ -193,9 +193,8 @@ def store_result(cfg: Config, result: MonitoringResult) -> int:
             )
             row_id = inserted.inserted_primary_key
     except SQLAlchemyError as exc:
-        first_line = str(exc).splitlines()[0]
         where = url.render_as_string(hide_password=True)
-        raise DataError(f"cannot store the drift report at {where}: {first_line}") from None
+        raise DataError(f"cannot store the drift report at {where}: {first_line(exc)}") from None
     finally:
         engine.dispose()
     return int(row_id[0]) if row_id else 0
@@ -237,7 +236,7 @@ def version_predictions(window: pd.DataFrame, model_version: str) -> Predictions
 
 
 def build_report(
-    cfg: Config,
+    cfg: MlopsConfig,
     reference: Mapping[str, Any],
     window: pd.DataFrame,
     current: CurrentValues,
@@ -756,7 +755,7 @@ def _publish(reports_dir: Path, now: datetime, write: Callable[[Path], list[str]
         shutil.rmtree(staging, ignore_errors=True)
         raise
     latest = reports_dir / LATEST_FILE
-    _atomic_copy(final / JSON_FILE, latest)
+    replace_copy(final / JSON_FILE, latest)
     return [*(final / name for name in names), latest]
 
 
@@ -766,18 +765,6 @@ def _free_name(parent: Path, stem: str) -> Path:
         suffix += 1
         candidate = parent / f"{stem}-{suffix}"
     return candidate
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    fd, staged = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(source.read_bytes())
-        Path(staged).chmod(0o644)
-        Path(staged).replace(target)
-    except BaseException:
-        Path(staged).unlink(missing_ok=True)
-        raise
 
 
 def _write_json(path: Path, payload: Mapping[str, Any]) -> None:

@@ -33,12 +33,13 @@ import numpy as np
 import pandas as pd
 
 from .. import artifacts
-from ..config import Config, metric_direction
+from ..config import metric_direction
 from ..data.extract import extract_training_frame
 from ..data.validate import validate_frame
 from ..errors import DataError, ModelNotFoundError
 from ..features import raw_columns
-from ..serving.runtime import OnnxPredictor
+from ..mlops_config import MlopsConfig
+from ..scoring import OnnxPredictor
 from ..tasks import task_for
 from ..tasks.labels import known_target
 from . import registry
@@ -82,7 +83,7 @@ class Decision:
         return payload
 
 
-def promote(cfg: Config, frame: pd.DataFrame | None = None) -> Decision:
+def promote(cfg: MlopsConfig, frame: pd.DataFrame | None = None) -> Decision:
     """Run the gate for the current challenger; move the champion alias if it passes.
 
     ``frame`` is the validated training table (default: extracted and validated now)."""
@@ -155,7 +156,7 @@ def promote(cfg: Config, frame: pd.DataFrame | None = None) -> Decision:
     return _record(cfg, mlflow, decision)
 
 
-def rollback(cfg: Config) -> Decision:
+def rollback(cfg: MlopsConfig) -> Decision:
     """Point the champion alias back at the previous champion."""
     mlflow = registry.client(cfg)
     current = registry.require_alias(cfg, cfg.registry.champion_alias, mlflow)
@@ -182,7 +183,7 @@ def rollback(cfg: Config) -> Decision:
     return _record(cfg, mlflow, decision, tag_version=str(current.version))
 
 
-def _score(predictor: OnnxPredictor, rows: pd.DataFrame, cfg: Config) -> dict[str, float]:
+def _score(predictor: OnnxPredictor, rows: pd.DataFrame, cfg: MlopsConfig) -> dict[str, float]:
     scores = predictor.predict_columns(raw_columns(rows, predictor.metadata.features))
     metadata = predictor.metadata
     target = known_target(
@@ -191,7 +192,7 @@ def _score(predictor: OnnxPredictor, rows: pd.DataFrame, cfg: Config) -> dict[st
     return task_for(metadata.task).metrics(target.y, scores, metadata.threshold)
 
 
-def _metric_check(cfg: Config, scores: dict[str, dict[str, float]]) -> Check:
+def _metric_check(cfg: MlopsConfig, scores: dict[str, dict[str, float]]) -> Check:
     metric = cfg.registry_metric
     new, old = scores["challenger"].get(metric), scores["champion"].get(metric)
     if new is None or old is None:
@@ -215,7 +216,7 @@ def _task_mismatch(new: OnnxPredictor, old: OnnxPredictor) -> Check:
     )
 
 
-def _schema_check(cfg: Config, new: OnnxPredictor, old: OnnxPredictor) -> Check:
+def _schema_check(cfg: MlopsConfig, new: OnnxPredictor, old: OnnxPredictor) -> Check:
     same = new.metadata.features == old.metadata.features
     if same:
         return Check("schema", True, "schema: same input features as the champion")
@@ -229,7 +230,7 @@ def _schema_check(cfg: Config, new: OnnxPredictor, old: OnnxPredictor) -> Check:
     )
 
 
-def _latency_check(cfg: Config, predictor: OnnxPredictor) -> Check:
+def _latency_check(cfg: MlopsConfig, predictor: OnnxPredictor) -> Check:
     example = [predictor.metadata.input_example]
     predictor.predict_records(example)  # warm-up
     timings = []
@@ -254,7 +255,7 @@ def _parity_check(tags: dict[str, str]) -> Check:
 
 
 def _record(
-    cfg: Config, mlflow: MlflowClient, decision: Decision, tag_version: str | None = None
+    cfg: MlopsConfig, mlflow: MlflowClient, decision: Decision, tag_version: str | None = None
 ) -> Decision:
     """Write the decision file and tag the version it is about."""
     directory = cfg.registry.decisions_dir

@@ -23,8 +23,6 @@ References written before 0.5.0 have no ``task`` in their prediction profile: th
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,11 +32,14 @@ import numpy as np
 import pandas as pd
 
 from .. import artifacts
-from ..config import Config, FeaturesConfig
+from ..atomic import replace_text
+from ..config import FeaturesConfig
 from ..errors import DataError, ModelNotFoundError
-from ..features import MISSING_CATEGORY, raw_columns, to_model_frame
-from ..serving.outputs import Outputs
-from ..serving.runtime import load_predictor
+from ..features import raw_columns, to_model_frame
+from ..inputs import MISSING_CATEGORY
+from ..mlops_config import MlopsConfig
+from ..outputs import Outputs
+from ..scoring import load_predictor
 from ..settings import PACKAGE
 from .drift import (
     BINARY,
@@ -58,7 +59,7 @@ SAMPLE_SIZE = 5000  # values kept per numeric column for the KS test
 OPEN_TOP = 20  # values profiled one by one in a categorical column without a list
 
 
-def build_reference(cfg: Config, frame: pd.DataFrame, model_dir: Path) -> dict[str, Any]:
+def build_reference(cfg: MlopsConfig, frame: pd.DataFrame, model_dir: Path) -> dict[str, Any]:
     """Profile the validated training table ``frame`` and the model in ``model_dir``.
 
     The features profiled are the model's own (from its metadata), so the reference matches
@@ -160,17 +161,8 @@ def prediction_profile(
 
 def write_reference(reference: dict[str, Any], path: Path) -> Path:
     """Write ``reference`` as JSON, atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(reference, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(partial).chmod(0o644)  # mkstemp files are private; the service must read it
-        Path(partial).replace(path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    replace_text(path, text)
     return path
 
 

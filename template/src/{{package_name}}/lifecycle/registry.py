@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .. import artifacts
-from ..config import Config, FeaturesConfig
+from ..config import FeaturesConfig
 from ..errors import ModelNotFoundError, TrackingError
+from ..errortext import first_line
+from ..mlops_config import MlopsConfig
 from .reference import REFERENCE_FILE, build_reference, write_reference
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ def features_hash(features: FeaturesConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def client(cfg: Config) -> MlflowClient:
+def client(cfg: MlopsConfig) -> MlflowClient:
     """An MLflow client on ``tracking.uri``."""
     from mlflow import MlflowClient
 
@@ -70,20 +72,19 @@ def client(cfg: Config) -> MlflowClient:
 
 
 @contextmanager
-def registry_errors(cfg: Config, doing: str) -> Iterator[None]:
+def registry_errors(cfg: MlopsConfig, doing: str) -> Iterator[None]:
     """Turn an MLflow failure into one ``TrackingError`` line naming the registry."""
     try:
         yield
     except (ModelNotFoundError, TrackingError):
         raise
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise TrackingError(
-            f"could not {doing} in the registry at {cfg.tracking.uri}: {first_line}"
+            f"could not {doing} in the registry at {cfg.tracking.uri}: {first_line(exc)}"
         ) from exc
 
 
-def register_training(cfg: Config, result: TrainResult, frame: pd.DataFrame) -> Registered:
+def register_training(cfg: MlopsConfig, result: TrainResult, frame: pd.DataFrame) -> Registered:
     """Register a trained model: bundle logged to its run, a new version, the challenger alias
     on it; the very first version also becomes the champion.
 
@@ -165,7 +166,7 @@ def _exists(mlflow: MlflowClient, name: str) -> bool:
 
 
 def alias_version(
-    cfg: Config, alias: str, mlflow: MlflowClient | None = None
+    cfg: MlopsConfig, alias: str, mlflow: MlflowClient | None = None
 ) -> ModelVersion | None:
     """The version ``alias`` points at, or None (no such alias / model yet)."""
     from mlflow.exceptions import MlflowException
@@ -180,7 +181,7 @@ def alias_version(
             raise
 
 
-def require_alias(cfg: Config, alias: str, mlflow: MlflowClient | None = None) -> ModelVersion:
+def require_alias(cfg: MlopsConfig, alias: str, mlflow: MlflowClient | None = None) -> ModelVersion:
     """Like ``alias_version``, but a missing alias is a clear error."""
     found = alias_version(cfg, alias, mlflow)
     if found is None:
@@ -191,7 +192,7 @@ def require_alias(cfg: Config, alias: str, mlflow: MlflowClient | None = None) -
     return found
 
 
-def history(cfg: Config, mlflow: MlflowClient | None = None) -> list[str]:
+def history(cfg: MlopsConfig, mlflow: MlflowClient | None = None) -> list[str]:
     """Champion versions, oldest first; the last one is the current champion."""
     mlflow = mlflow or client(cfg)
     with registry_errors(cfg, "read the champion history"):
@@ -199,14 +200,14 @@ def history(cfg: Config, mlflow: MlflowClient | None = None) -> list[str]:
     return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
 
 
-def set_history(cfg: Config, versions: list[str], mlflow: MlflowClient | None = None) -> None:
+def set_history(cfg: MlopsConfig, versions: list[str], mlflow: MlflowClient | None = None) -> None:
     mlflow = mlflow or client(cfg)
     with registry_errors(cfg, "write the champion history"):
         mlflow.set_registered_model_tag(cfg.registry.model_name, HISTORY_TAG, ",".join(versions))
 
 
 @contextmanager
-def fetched(cfg: Config, version: ModelVersion) -> Iterator[Path]:
+def fetched(cfg: MlopsConfig, version: ModelVersion) -> Iterator[Path]:
     """The version's whole bundle in a temporary directory, checksum verified."""
     import mlflow.artifacts
 
@@ -230,7 +231,7 @@ def fetched(cfg: Config, version: ModelVersion) -> Iterator[Path]:
         yield bundle
 
 
-def list_versions(cfg: Config) -> list[dict[str, Any]]:
+def list_versions(cfg: MlopsConfig) -> list[dict[str, Any]]:
     """Every registered version, newest first, with its aliases and main tags."""
     mlflow = client(cfg)
     name = cfg.registry.model_name

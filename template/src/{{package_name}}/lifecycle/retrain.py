@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..config import Config
 from ..data.extract import extract_training_frame
 from ..data.validate import validate_frame
-from ..train import TrainResult, train
+from ..mlops_config import MlopsConfig
+from ..train import TrainResult, train_validated
 from .promotion import Decision, promote
 from .registry import Registered, register_training
 
@@ -25,22 +25,23 @@ class RetrainResult:
     decision: Decision | None
 
 
-def train_and_register(cfg: Config) -> tuple[TrainResult, Registered]:
+def train_and_register(cfg: MlopsConfig) -> tuple[TrainResult, Registered]:
     """Train on the current data and register the model as the challenger (or first champion)."""
     _, trained, registered = _train_registered(cfg)
     return trained, registered
 
 
-def retrain(cfg: Config) -> RetrainResult:
+def retrain(cfg: MlopsConfig) -> RetrainResult:
     """The whole loop; the champion changes only if the gate says so."""
     frame, trained, registered = _train_registered(cfg)
     decision = None if registered.champion else promote(cfg, frame)
     return RetrainResult(trained, registered, decision)
 
 
-def _train_registered(cfg: Config) -> tuple[pd.DataFrame, TrainResult, Registered]:
+def _train_registered(cfg: MlopsConfig) -> tuple[pd.DataFrame, TrainResult, Registered]:
     # Extracted and validated once: the same rows train the model and build its drift
     # reference, and the gate scores both models on them.
-    frame = validate_frame(extract_training_frame(cfg), cfg, source=str(cfg.data.query))
-    trained = train(cfg, frame)
+    source = str(cfg.data.query)
+    frame = validate_frame(extract_training_frame(cfg), cfg, source=source)
+    trained = train_validated(cfg, frame, source)
     return frame, trained, register_training(cfg, trained, frame)

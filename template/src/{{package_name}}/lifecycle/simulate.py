@@ -44,10 +44,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import MAX_CATEGORY_LENGTH, Config, NumericFeature
+from ..config import MAX_CATEGORY_LENGTH, NumericFeature
 from ..data.coerce import boolean_value, parse_datetimes, unreadable_datetimes
-from ..data.extract import iter_query, read_query, source_engine
+from ..data.extract import iter_source_query
 from ..errors import ProjectError
+from ..mlops_config import MlopsConfig
 from ..settings import PACKAGE
 from .shifts import CATEGORY_SHARE, EXTRA_MISSING, NUMERIC_SHIFTED, SHIFT_SD
 
@@ -126,7 +127,7 @@ class SimulationSummary:
 
 
 def simulate(
-    cfg: Config,
+    cfg: MlopsConfig,
     url: str,
     *,
     rows: int = 2000,
@@ -199,7 +200,7 @@ def simulate(
     return summary
 
 
-def records_per_request(records: list[dict[str, Any]], cfg: Config, batch_size: int) -> int:
+def records_per_request(records: list[dict[str, Any]], cfg: MlopsConfig, batch_size: int) -> int:
     """``batch_size``, or fewer so a request stays within ``serving.max_batch_size`` records
     and ``serving.max_body_bytes`` (a wide table's records are long)."""
     longest = max((len(json.dumps(record, allow_nan=False)) for record in records), default=1)
@@ -208,7 +209,7 @@ def records_per_request(records: list[dict[str, Any]], cfg: Config, batch_size: 
     return max(1, min(batch_size, cfg.serving.max_batch_size, fitting))
 
 
-def build_traffic(cfg: Config, *, rows: int, drift: bool, seed: int) -> Traffic:
+def build_traffic(cfg: MlopsConfig, *, rows: int, drift: bool, seed: int) -> Traffic:
     """``rows`` API records (feature name -> value, None for missing) sampled from the scoring
     rows with ``seed``, drifted if asked. The same seed gives the same records."""
     sample, accepted, refused = sample_scoring_rows(cfg, rows, np.random.default_rng(seed))
@@ -219,7 +220,7 @@ def build_traffic(cfg: Config, *, rows: int, drift: bool, seed: int) -> Traffic:
 
 
 def sample_scoring_rows(
-    cfg: Config, rows: int, rng: np.random.Generator
+    cfg: MlopsConfig, rows: int, rng: np.random.Generator
 ) -> tuple[pd.DataFrame, int, int]:
     """A uniform random sample of ``rows`` scoring rows the API accepts, in random order (all
     of them, then more drawn again, if there are fewer), as ``normalized`` values; with the
@@ -228,9 +229,8 @@ def sample_scoring_rows(
     kept: pd.DataFrame | None = None
     keys = np.empty(0)
     accepted = refused = 0
-    engine = source_engine(cfg.data)
+    chunks = iter_source_query(cfg.data, cfg.data.scoring_query, cfg.data.chunk_size)
     try:
-        chunks = iter_query(engine, read_query(cfg.data.scoring_query), cfg.data.chunk_size)
         for chunk in chunks:
             missing = [name for name in names if name not in chunk.columns]
             if missing:
@@ -251,7 +251,7 @@ def sample_scoring_rows(
                 smallest = np.argpartition(keys, rows - 1)[:rows]
                 kept, keys = kept.iloc[smallest].reset_index(drop=True), keys[smallest]
     finally:
-        engine.dispose()
+        chunks.close()  # disconnects when the loop stops early (an error)
     if kept is None or kept.empty:
         where = f"data.scoring_query ({cfg.data.scoring_query})"
         if refused:
@@ -270,7 +270,7 @@ def sample_scoring_rows(
     return sample, accepted, refused
 
 
-def normalized(chunk: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
+def normalized(chunk: pd.DataFrame, cfg: MlopsConfig) -> tuple[pd.DataFrame, np.ndarray]:
     """The feature columns as the API takes them (numbers as floats, whole numbers for an int
     feature, NaN for missing; categories and text as strings, booleans as 1.0/0.0, timestamps
     as ISO 8601 text, None for missing), and which rows the API would accept (every value
@@ -332,7 +332,7 @@ def normalized(chunk: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, np.ndarr
 
 
 def drift_frame(
-    frame: pd.DataFrame, cfg: Config, rng: np.random.Generator
+    frame: pd.DataFrame, cfg: MlopsConfig, rng: np.random.Generator
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Move the features the drift rule picks (see the module docstring); return the drifted
     copy and, per moved feature, what changed."""
@@ -406,7 +406,7 @@ def _bounds(feature: NumericFeature) -> tuple[float, float]:
     return low, high
 
 
-def _to_records(frame: pd.DataFrame, cfg: Config) -> list[dict[str, Any]]:
+def _to_records(frame: pd.DataFrame, cfg: MlopsConfig) -> list[dict[str, Any]]:
     """JSON-ready records from ``normalized`` values: an int feature as a JSON integer (the
     API is strict), NaN as None."""
     columns: dict[str, list[Any]] = {}

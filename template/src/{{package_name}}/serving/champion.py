@@ -36,8 +36,9 @@ import numpy as np
 from prometheus_client import Counter
 
 from .. import artifacts
-from ..config import Config
 from ..errors import ModelNotFoundError, ProjectError
+from ..errortext import first_line
+from ..mlops_config import MlopsConfig
 from ..settings import PACKAGE
 from .core import ModelState, public_reason
 from .observability import ServiceMetrics
@@ -195,7 +196,7 @@ class MlflowRegistry:
         try:
             found = get()
         except Exception as exc:
-            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            message = first_line(exc)
             if "not found" in message.lower() or "does not exist" in message.lower():
                 raise ModelNotFoundError(f"registry at {self.tracking_uri}: {message}") from None
             raise RegistryError(f"registry at {self.tracking_uri}: {message}") from exc
@@ -313,7 +314,7 @@ class Reloader:
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: MlopsConfig,
         state: ModelState,
         metrics: ServiceMetrics,
         load: Callable[[Path], Any],

@@ -1,8 +1,9 @@
-"""What the MLOps service adds to the tabular one: the champion from the registry with reload,
+"""The MLOps service: the tabular one plus the champion from the registry with reload,
 prediction logging, and drift gauges from the latest ``monitor`` run.
 
-``create_app`` builds a ``Lifecycle`` before the app (its ``running`` context is the app's
-extra lifespan) and attaches it once the app exists (routes, metrics).
+``create_champion_app`` (which ``app.create_app`` finds in MLOps projects) builds a
+``ChampionService`` before the app (its ``running`` context is the app's extra lifespan) and
+attaches it once the app exists (routes, metrics).
 
 ``POST /admin/reload`` needs ``Authorization: Bearer <serving.admin_token>`` when a token is
 set. Without one it is open only while the service listens on a loopback address
@@ -27,12 +28,17 @@ from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ..config import Config
+from .. import __version__
+from ..mlops_config import MlopsConfig
+from ..prediction_store import answer_score
 from ..settings import PACKAGE
+from .app import add_model_routes, service_title
 from .champion import RegistryReader, Reloader
-from .core import ModelState
+from .core import ModelState, create_service
+from .drift_gauges import DriftGauges
 from .observability import ServiceMetrics
-from .prediction_log import DriftGauges, PredictionLog, answer_score
+from .prediction_log import PredictionLog
+from .runtime import PredictorFactory, predictor_loader
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +95,37 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Lifecycle:
-    """Reloader, prediction log and drift gauges of one app (no global state)."""
+def create_champion_app(
+    cfg: MlopsConfig,
+    predictor_factory: PredictorFactory | None = None,
+    registry: RegistryReader | None = None,
+) -> FastAPI:
+    """Build the service for the registry's champion (or the pinned ``serving.pinned_version``).
 
-    def __init__(self, cfg: Config, reader: RegistryReader | None = None) -> None:
+    Its request schema is the config's features, the contract a new champion must keep.
+    ``registry`` replaces the reader chosen from ``tracking.uri`` (tests).
+    """
+    service = ChampionService(cfg, registry)
+    load = predictor_loader(cfg, predictor_factory)
+    app, state, metrics = create_service(
+        title=service_title(cfg),
+        version=__version__,
+        max_body_bytes=cfg.serving.max_body_bytes,
+        model_dir=None,  # the service locates and loads the champion
+        load=load,
+        problem="model is loading from the registry",
+        lifespan_extra=service.running,
+    )
+    service.attach(app, state, metrics, load)
+    add_model_routes(app, state, metrics, cfg, cfg.features, cfg.task, on_scored=service.record)
+    return app
+
+
+class ChampionService:
+    """What serving the registry's champion needs beside the routes, for one app (no global
+    state): the reloader, the prediction log and the drift gauges."""
+
+    def __init__(self, cfg: MlopsConfig, reader: RegistryReader | None = None) -> None:
         self.cfg = cfg
         self.reader = reader
         self.reloader: Reloader | None = None

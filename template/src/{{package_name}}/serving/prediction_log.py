@@ -1,6 +1,7 @@
 """Prediction logging: every served prediction is written to a SQL store, off the request path.
 
-The tables are defined here once; ``monitor`` reads them and the service writes them.
+The tables are defined once in ``prediction_store``; ``monitor`` reads them and the service
+writes them.
 
 ``PredictionLog.submit`` runs on the event loop for every scored request, so it only appends
 to an in-memory queue (a few microseconds, no I/O, never raises). One writer thread drains the
@@ -16,14 +17,12 @@ created again (a SQLite file's folder, the tables), so logging resumes by itself
 store is back, e.g. after ``data/`` was deleted under a running service or the database
 restarted.
 
-Every task is logged in the same columns: ``prediction`` holds the served label or value as
-JSON (``"gold"``, ``1``, ``true``, ``3.25``: the type survives), ``score`` the number monitoring
-compares (binary: the positive class's probability; multiclass: the predicted class's
-probability; regression: the predicted value). A table an older version created with other
-columns (``probability`` and an integer ``prediction``, before 0.5.0) is left as it is: the
-writer says once what to do and counts the rows it cannot log as ``incompatible_table``.
+Every task is logged in the same columns (see ``prediction_store``). A table an older version
+created with other columns is left as it is: the writer says once what to do and counts the
+rows it cannot log as ``incompatible_table``.
 
-``DriftGauges`` exports the newest drift report (written by ``monitor``) as Prometheus gauges.
+The drift gauges are in ``drift_gauges``, the warning throttle both use in
+``warning_throttle``.
 
 Only SQLAlchemy, prometheus_client and the standard library are used here: this module runs in
 the lean serving process.
@@ -37,39 +36,27 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import (
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    inspect,
-    make_url,
-    select,
-)
-from sqlalchemy.engine import URL
+from sqlalchemy import Engine
 
-from ..config import PredictionLogConfig
+from ..errortext import typed_first_line
+from ..mlops_config import PredictionLogConfig
+from ..prediction_store import (
+    incompatible_table,
+    layout_problem,
+    make_engine,
+    safe_url,
+    store_tables,
+)
+from .warning_throttle import WarningThrottle
 
 logger = logging.getLogger(__name__)
 
 # Why a served prediction was not logged (label values of prediction_log_dropped_total).
 DROP_REASONS = ("queue_full", "store_error", "invalid_row", "shutdown", "incompatible_table")
-# Drift report status -> value of the drift_status gauge.
-DRIFT_STATUS_CODES = {"ok": 0, "warn": 1, "alert": 2, "insufficient_data": -1}
-NO_REPORT = -1
 WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A store that keeps failing is retried after a growing pause, up to this long; rows queued
 # meanwhile wait (up to queue_size) and are written once it recovers.
@@ -77,86 +64,6 @@ MAX_RETRY_PAUSE_S = 30.0
 # At most one warning per kind of problem in this many seconds; the next one says how many
 # rows were dropped in between.
 WARNING_INTERVAL_S = 60.0
-
-
-def store_tables(table: str, drift_table: str) -> tuple[MetaData, Table, Table]:
-    """The prediction log and drift report tables (``metadata.create_all`` creates both)."""
-    metadata = MetaData()
-    predictions = Table(
-        table,
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("logged_at", DateTime(timezone=True), nullable=False, index=True),
-        Column("request_id", String(64), nullable=False),
-        Column("model_version", String(128), nullable=False, index=True),
-        Column("features", Text, nullable=False),  # JSON object: feature name -> value
-        Column("prediction", Text, nullable=False),  # JSON: the served label or value
-        Column("score", Float, nullable=True),  # see answer_score
-        Column("latency_ms", Float, nullable=False),
-    )
-    drift = Table(
-        drift_table,
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("created_at", DateTime(timezone=True), nullable=False, index=True),
-        Column("model_version", String(128), nullable=False),
-        Column("status", String(32), nullable=False),
-        Column("max_psi", Float, nullable=True),
-        Column("n_rows", Integer, nullable=False),
-        Column("report", Text, nullable=False),  # JSON: the whole drift report
-    )
-    return metadata, predictions, drift
-
-
-def answer_score(answer: Mapping[str, Any]) -> float | None:
-    """The number logged beside an API answer: the positive class's probability (binary), the
-    predicted class's probability (multiclass), the predicted value (regression); None when
-    the answer has none of these."""
-    if "probability" in answer:
-        return float(answer["probability"])
-    probabilities = answer.get("probabilities")
-    if isinstance(probabilities, Mapping):
-        value = probabilities.get(str(answer["prediction"]))
-        return None if value is None else float(value)
-    prediction = answer.get("prediction")
-    if isinstance(prediction, int | float) and not isinstance(prediction, bool):
-        return float(prediction)
-    return None
-
-
-def layout_problem(bind: Engine | Connection, table: Table) -> str | None:
-    """What keeps rows of ``table``'s layout from being written to (or read from) the table of
-    that name in the store, e.g. one an older version created; None when it fits (or does not
-    exist yet)."""
-    inspector = inspect(bind)
-    if not inspector.has_table(table.name):
-        return None
-    existing = {column["name"]: column for column in inspector.get_columns(table.name)}
-    missing = [column.name for column in table.columns if column.name not in existing]
-    unwritten = [
-        name
-        for name, column in existing.items()
-        if name not in table.columns
-        and not column.get("nullable", True)
-        and column.get("default") is None
-    ]
-    problems = []
-    if missing:
-        problems.append(f"no column {', '.join(missing)}")
-    if unwritten:
-        problems.append(f"column {', '.join(unwritten)} required but no longer written")
-    return "; ".join(problems) or None
-
-
-def incompatible_table(table: str, url: str, problem: str) -> str:
-    """One line: the table has another layout, and what to do about it."""
-    database = sqlite_file(url)
-    move = f"remove or rename {database}" if database is not None else f"drop or rename {table}"
-    return (
-        f"table '{table}' at {_safe_url(url)} has the layout of an older version ({problem}): "
-        f"point prediction_log.table at a new table (e.g. {table}_v2; it is created by the "
-        f"service) or {move} to start a new log; the old rows are left as they are"
-    )
 
 
 class IncompatibleTableError(Exception):
@@ -189,7 +96,7 @@ class PredictionLog:
         # is checked again; the error is logged once per incompatibility.
         self._incompatible_until = -math.inf
         self._incompatible_reported = False
-        self._warnings = _WarningThrottle(WARNING_INTERVAL_S)
+        self._warnings = WarningThrottle(WARNING_INTERVAL_S, logger)
 
         self.written = Counter(
             "prediction_log_written_total",
@@ -386,7 +293,7 @@ class PredictionLog:
                 len(params),
                 "cannot write to %s: %s",
                 self._url_for_logs(),
-                _first_line(exc),
+                typed_first_line(exc),
             )
             return False
         self.write_seconds.observe(time.perf_counter() - started)
@@ -402,7 +309,7 @@ class PredictionLog:
         every store error (retried until it works). An existing table of another layout is
         an ``IncompatibleTableError``: it is never changed."""
         if self._engine is None:
-            self._engine = _make_engine(self.cfg.url, create_folder=True)
+            self._engine = make_engine(self.cfg.url, create_folder=True)
         if not self._tables_ready:
             self._metadata.create_all(self._engine, checkfirst=True)
             problem = layout_problem(self._engine, self._table)
@@ -419,147 +326,7 @@ class PredictionLog:
             engine.dispose()
 
     def _url_for_logs(self) -> str:
-        return _safe_url(self.cfg.url)
-
-
-class DriftGauges:
-    """Prometheus gauges from the newest drift report in the store (written by ``monitor``).
-
-    ``refresh()`` does blocking I/O: call it from a worker thread (``asyncio.to_thread``).
-    """
-
-    def __init__(self, cfg: PredictionLogConfig, registry: CollectorRegistry) -> None:
-        self.cfg = cfg
-        _, _, self._drift = store_tables(cfg.table, cfg.drift_table)
-        self._engine: Engine | None = None
-        self._warnings = _WarningThrottle(WARNING_INTERVAL_S)
-        self._features: set[str] = set()
-        self.psi = Gauge(
-            "drift_psi",
-            "Population stability index of each feature (and of the prediction) in the newest "
-            "drift report",
-            ["feature"],
-            registry=registry,
-        )
-        self.status = Gauge(
-            "drift_status",
-            "Newest drift report: 0 ok, 1 warn, 2 alert, -1 insufficient data or no report",
-            registry=registry,
-        )
-        self.timestamp = Gauge(
-            "drift_report_timestamp_seconds",
-            "When the newest drift report was created (Unix time; 0: no report)",
-            registry=registry,
-        )
-        self.status.set(NO_REPORT)
-
-    def refresh(self) -> None:
-        """Read the newest report and update the gauges. Never raises: a store that is down
-        or has no report yet leaves the gauges as they were."""
-        try:
-            row = self._newest_report()
-        except Exception as exc:  # monitoring must not break the service
-            self._warnings.warn(
-                "drift_read",
-                0,
-                "cannot read drift reports from %s: %s",
-                _safe_url(self.cfg.url),
-                _first_line(exc),
-            )
-            return
-        if row is None:
-            return
-        try:
-            report = json.loads(row.report)
-            self._show(report, row.created_at)
-        except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            self._warnings.warn(
-                "drift_report", 0, "drift report %s is not readable: %s", row.id, exc
-            )
-
-    def close(self) -> None:
-        """Release the store connection."""
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.dispose()
-
-    def _newest_report(self) -> Any:
-        database = sqlite_file(self.cfg.url)
-        if database is not None and not database.is_file():
-            # Connecting would create an empty database file.
-            logger.debug("no drift reports yet: %s does not exist", database)
-            return None
-        if self._engine is None:
-            self._engine = _make_engine(self.cfg.url, create_folder=False)
-        with self._engine.connect() as connection:
-            if not inspect(connection).has_table(self.cfg.drift_table):
-                logger.debug("no drift reports yet: no table %s", self.cfg.drift_table)
-                return None
-            query = (
-                select(self._drift)
-                .order_by(self._drift.c.created_at.desc(), self._drift.c.id.desc())
-                .limit(1)
-            )
-            return connection.execute(query).first()
-
-    def _show(self, report: dict[str, Any], created_at: datetime) -> None:
-        values: dict[str, Any] = {}
-        for name, result in (report.get("features") or {}).items():
-            values[str(name)] = result.get("psi")
-        values["prediction"] = (report.get("prediction") or {}).get("psi")
-        shown = {name: float(v) for name, v in values.items() if _is_number(v)}
-        for name in self._features - shown.keys():
-            self.psi.remove(name)  # a feature the newest report no longer has
-        for name, value in shown.items():
-            self.psi.labels(name).set(value)
-        self._features = set(shown)
-        self.status.set(DRIFT_STATUS_CODES.get(str(report.get("status")), NO_REPORT))
-        if created_at.tzinfo is None:  # SQLite returns naive datetimes: stored as UTC
-            created_at = created_at.replace(tzinfo=UTC)
-        self.timestamp.set(created_at.timestamp())
-
-
-class _WarningThrottle:
-    """At most one warning per kind per interval; skipped rows are added to the next one."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._rows: dict[str, int] = {}
-        self._pending: dict[str, tuple[str, tuple[Any, ...]]] = {}
-        self._warned: set[str] = set()
-        self._lock = threading.Lock()
-
-    def warn(self, kind: str, rows: int, message: str, *args: Any) -> None:
-        with self._lock:
-            self._rows[kind] = self._rows.get(kind, 0) + rows
-            self._pending[kind] = (message, args)
-            now = time.monotonic()
-            if now - self._last.get(kind, -math.inf) < self.interval_s:
-                return
-            self._last[kind] = now
-            self._emit(kind)
-
-    def flush(self) -> None:
-        """Log what was held back (at shutdown)."""
-        with self._lock:
-            for kind in list(self._pending):
-                self._emit(kind)
-
-    def _emit(self, kind: str) -> None:
-        message, args = self._pending.pop(kind)
-        rows = self._rows.pop(kind, 0)
-        since = " since the last warning" if kind in self._warned else ""
-        self._warned.add(kind)
-        if rows:
-            logger.warning(
-                f"prediction log: %d rows dropped ({kind}){since}; {message}",
-                rows,
-                *args,
-                extra={"dropped_rows": rows, "reason": kind},
-            )
-        else:
-            logger.warning(message, *args)
+        return safe_url(self.cfg.url)
 
 
 def _table_row(stamp: float, row: dict[str, Any]) -> dict[str, Any]:
@@ -574,37 +341,3 @@ def _table_row(stamp: float, row: dict[str, Any]) -> dict[str, Any]:
         "score": None if row["score"] is None else float(row["score"]),
         "latency_ms": float(row["latency_ms"]),
     }
-
-
-def sqlite_file(url: str | URL) -> Path | None:
-    """The database file of a SQLite URL; None for other stores and in-memory SQLite."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return Path(parsed.database)
-    return None
-
-
-def _make_engine(url: str, *, create_folder: bool) -> Engine:
-    database = sqlite_file(url)
-    if create_folder and database is not None:
-        # Like `data`: a fresh clone has no data/ folder yet.
-        database.parent.mkdir(parents=True, exist_ok=True)
-    # pool_pre_ping: a connection the server dropped (restart, idle timeout) is replaced
-    # instead of failing the next batch.
-    return create_engine(url, pool_pre_ping=True)
-
-
-def _safe_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # only for a log line
-        return "<invalid URL>"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

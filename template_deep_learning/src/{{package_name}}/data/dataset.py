@@ -10,8 +10,6 @@ rank and every evaluation sees the same train/val/test sets. Images are decoded 
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from torch.utils.data import Dataset
 from ..config import DataConfig
 from ..errors import DataError
 from ..imaging import IMAGE_SUFFIXES, decode_image
+from ..versioning import new_partial_file
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("path", "label", "split")
@@ -76,17 +75,15 @@ def split_rows(
 
 def write_manifest(path: Path, rows: Sequence[ManifestRow]) -> None:
     """Write the CSV atomically: a reader never sees half a manifest."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    partial = new_partial_file(path)  # readable by all, like the data it describes
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with partial.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(MANIFEST_COLUMNS)
             writer.writerows((row.path, row.label, row.split) for row in rows)
-        Path(tmp).chmod(0o644)  # mkstemp files are private; the data is shared
-        Path(tmp).replace(path)
+        partial.replace(path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
 
 
@@ -156,6 +153,12 @@ def iter_pixel_batches(
         yield load_pixels(root, rows[start : start + batch_size], size, channels)
 
 
+def class_indices(rows: Sequence[ManifestRow], classes: Sequence[str]) -> np.ndarray:
+    """Each row's label as its position in ``classes`` (int64): the model's class index."""
+    index = {name: i for i, name in enumerate(classes)}
+    return np.array([index[row.label] for row in rows], dtype=np.int64)
+
+
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     """Manifest rows as ``(pixels [C, H, W] float32 in [0, 1], class index)`` pairs.
 
@@ -175,8 +178,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         self.rows = list(rows)
         self.size = size
         self.channels = channels
-        index = {name: i for i, name in enumerate(classes)}
-        self.labels = [index[row.label] for row in self.rows]
+        self.labels = class_indices(self.rows, classes).tolist()
 
     def __len__(self) -> int:
         return len(self.rows)

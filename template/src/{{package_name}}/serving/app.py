@@ -1,15 +1,12 @@
-"""FastAPI app factory for the tabular model.
+"""FastAPI app factories for the tabular model.
 
-``create_app(cfg)`` builds a fresh app (no module-level app, no global state) on the shared
-plumbing in ``core`` (background model loading, ``/health``, ``/ready``, ``/metrics``,
-observability) and adds ``GET /metadata``, ``POST /predict`` and ``POST /predict/batch`` with
+``create_app(cfg)`` builds a fresh app (no module-level app, no global state) for this project:
+the model version ``serving.pinned_version`` from ``paths.models_dir`` (``create_model_dir_app``),
+or in an MLOps project the registry's champion (``mlops.create_champion_app``, found here; that
+module exists only in MLOps projects). Both stand on the shared plumbing in ``core``
+(background model loading, ``/health``, ``/ready``, ``/metrics``, observability) and get
+``GET /metadata``, ``POST /predict`` and ``POST /predict/batch`` from ``add_model_routes``, with
 request schemas generated from the model's input schema. Bad input gets a 4xx with a message.
-{%- if project_type == 'mlops' %}
-
-The MLOps service serves the registry's champion and swaps in a new one without downtime, logs
-every prediction off the request path and exports drift gauges (see ``mlops``); its request
-schema is the config's features, the contract a new champion must keep.
-{%- endif %}
 """
 
 from __future__ import annotations
@@ -24,27 +21,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-{% if project_type == 'mlops' -%}
-from .. import __version__
-from ..config import Config
-from .champion import RegistryReader
-from .core import (
-    JSON_ROUTE_RESPONSES,
-    create_service,
-    current_model,
-    inline_schema,
-    json_body,
-    json_response,
-    problems_response,
-    unsupported_media,
-)
-from .mlops import Lifecycle
-{% else -%}
 from .. import __version__, artifacts
-from ..config import Config
+from ..config import Config, FeaturesConfig, project_module
 from ..errors import ProjectError
+from ..scoring import Predictor
 from .core import (
     JSON_ROUTE_RESPONSES,
+    ModelState,
     create_service,
     current_model,
     inline_schema,
@@ -53,9 +36,8 @@ from .core import (
     problems_response,
     unsupported_media,
 )
-{% endif -%}
 from .observability import ServiceMetrics
-from .runtime import Predictor, load_predictor
+from .runtime import PredictorFactory, predictor_loader
 from .schemas import (
     PREDICTION_MODELS,
     ModelInfo,
@@ -64,32 +46,27 @@ from .schemas import (
     build_record_model,
 )
 
-PredictorFactory = Callable[[Path], Predictor]
 # Called after a scoring request: (request, validated rows, predictions, start time).
 ScoredHook = Callable[[Request, list[dict[str, Any]], list[dict[str, Any]], float], None]
 # Batches up to this many rows are scored inline; larger ones in the thread pool.
 INLINE_BATCH_ROWS = 64
+# The MLOps service's factory, in the module only MLOps projects have.
+CHAMPION_APP_MODULE = "serving.mlops"
 
 
-{% if project_type == 'mlops' -%}
-def create_app(
-    cfg: Config,
-    predictor_factory: PredictorFactory | None = None,
-    registry: RegistryReader | None = None,
-) -> FastAPI:
-    """Build the service for the registry's champion (or the pinned ``serving.pinned_version``).
-
-    ``registry`` replaces the reader chosen from ``tracking.uri`` (tests).
-    """
-    model_dir: Path | None = None  # the lifecycle locates and loads the champion
-    features = cfg.features
-    task = cfg.task
-    problem = "model is loading from the registry"
-    lifecycle = Lifecycle(cfg, registry)
-    on_scored: ScoredHook | None = lifecycle.record
-{%- else -%}
 def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -> FastAPI:
-    """Build the service for the model version ``cfg.serving.pinned_version`` (default: LATEST).
+    """The service of this project: the registry's champion in an MLOps project, else the
+    model version ``cfg.serving.pinned_version``. ``predictor_factory`` replaces loading a
+    model directory (tests)."""
+    champion = project_module(CHAMPION_APP_MODULE)
+    if champion is None:
+        return create_model_dir_app(cfg, predictor_factory)
+    app: FastAPI = champion.create_champion_app(cfg, predictor_factory)
+    return app
+
+
+def create_model_dir_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -> FastAPI:
+    """The service for the model version ``cfg.serving.pinned_version`` (default: LATEST).
 
     The request and response schemas come from the model's metadata when a model exists, so
     the API always matches the model it serves; without a model they follow the config's
@@ -105,28 +82,34 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
         features, task = served.features, served.task
     except ProjectError as exc:
         problem = str(exc)
-    on_scored: ScoredHook | None = None
-{%- endif %}
-
-    def load(directory: Path) -> Predictor:
-        if predictor_factory is not None:
-            return predictor_factory(directory)
-        return load_predictor(directory, cfg.serving.runtime)
-
     app, state, metrics = create_service(
-        title=f"{cfg.project} prediction service",
+        title=service_title(cfg),
         version=__version__,
         max_body_bytes=cfg.serving.max_body_bytes,
         model_dir=model_dir,
-        load=load,
+        load=predictor_loader(cfg, predictor_factory),
         problem=problem,
-{%- if project_type == 'mlops' %}
-        lifespan_extra=lifecycle.running,
-{%- endif %}
     )
-{%- if project_type == 'mlops' %}
-    lifecycle.attach(app, state, metrics, load)
-{%- endif %}
+    add_model_routes(app, state, metrics, cfg, features, task)
+    return app
+
+
+def service_title(cfg: Config) -> str:
+    """The title in the OpenAPI document."""
+    return f"{cfg.project} prediction service"
+
+
+def add_model_routes(
+    app: FastAPI,
+    state: ModelState,
+    metrics: ServiceMetrics,
+    cfg: Config,
+    features: FeaturesConfig,
+    task: str,
+    on_scored: ScoredHook | None = None,
+) -> None:
+    """Add ``GET /metadata``, ``POST /predict`` and ``POST /predict/batch``: request schemas for
+    ``features``, responses for ``task``; ``on_scored`` sees every scored request."""
     record_model = build_record_model(features)
     batch_model = build_batch_model(record_model, cfg.serving.max_batch_size)
     prediction_model = PREDICTION_MODELS[task]
@@ -211,8 +194,6 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
         return json_response(
             {"predictions": predictions, "model_version": predictor.metadata.version}
         )
-
-    return app
 
 
 def _score(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import ModelMetadata
+from .artifacts import ModelMetadata
 
 BINARY = "binary_classification"
 MULTICLASS = "multiclass_classification"

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import artifacts
-from ..inputs import model_columns
+from . import artifacts
+from .inputs import model_columns
 from .outputs import Outputs
 
 

@@ -7,21 +7,25 @@ root when you use the Makefile or the container).
 
 Environment overrides use the package name as prefix and ``__`` between section and key, e.g.
 ``<PACKAGE>_SERVING__PORT=9000`` or ``<PACKAGE>_DATA__URL=postgresql+psycopg://...``. Only the
-sections that change between deployments can be overridden: data, tracking, serving, paths.
-{%- if project_type == 'mlops' %}
-The MLOps sections registry, prediction_log and monitoring can be overridden as well.
-{%- endif %}
-``MLFLOW_TRACKING_URI`` is honoured as well, as MLflow users expect.
+sections that change between deployments can be overridden: data, tracking, serving, paths
+(an MLOps project adds its own, see ``mlops_config``). ``MLFLOW_TRACKING_URI`` is honoured as
+well, as MLflow users expect.
+
+An MLOps project's config adds the registry, prediction log and monitoring sections: its model
+(``mlops_config.MlopsConfig``) exists only in MLOps projects, and ``load_config`` returns it
+there, so every entry point (the CLI, the lean service) reads the same file the same way.
 """
 
 from __future__ import annotations
 
+import importlib
 import numbers
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import ModuleType
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import (
@@ -31,9 +35,6 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
-{%- if project_type == 'mlops' %}
-    field_validator,
-{%- endif %}
     model_validator,
 )
 
@@ -105,11 +106,8 @@ DEFAULT_GATES: dict[str, tuple[str, float]] = {
     "multiclass_classification": ("roc_auc_ovr", 0.6),
     "regression": ("r2", 0.0),
 }
-{% if project_type == 'mlops' -%}
-ENV_SECTIONS = (*OVERRIDABLE_SECTIONS, "registry", "prediction_log", "monitoring")
-{%- else -%}
-ENV_SECTIONS = OVERRIDABLE_SECTIONS
-{%- endif %}
+# The MLOps config model, in the module only MLOps projects have.
+MLOPS_CONFIG_MODULE = "mlops_config"
 
 
 class NumericFeature(Frozen):
@@ -406,20 +404,6 @@ class ServingConfig(ServerSettings):
     pinned_version: str | None = None
     runtime: Literal["onnx", "sklearn"] = "onnx"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-{%- if project_type == 'mlops' %}
-    # How often the service asks the registry whether the champion changed (0: only on
-    # POST /admin/reload). The old model serves until the new one is loaded and checked.
-    reload_interval_s: Annotated[float, Field(ge=0)] = 30.0
-    # When set, POST /admin/reload needs "Authorization: Bearer <token>" (set it from a secret:
-    # {{ package_name | upper }}_SERVING__ADMIN_TOKEN).
-    admin_token: str | None = None
-
-    @field_validator("admin_token")
-    @classmethod
-    def _empty_token_is_unset(cls, value: str | None) -> str | None:
-        # An empty environment variable means "not set", not "the empty password".
-        return value or None
-{%- endif %}
 
 
 class PathsConfig(Frozen):
@@ -429,78 +413,11 @@ class PathsConfig(Frozen):
     reports_dir: Path = Path("reports")
 
 
-{% if project_type == 'mlops' -%}
-class RegistryConfig(Frozen):
-    """MLflow Model Registry: where versions live, and the promotion gate.
-
-    Every training run registers a version and points ``challenger_alias`` at it (the first
-    version also becomes the champion). ``promote`` moves ``champion_alias`` to the challenger
-    only if it beats the champion on ``metric`` by ``min_improvement`` on the same holdout and
-    passes every check below.
-    """
-
-    model_name: str = "model"
-    champion_alias: str = "champion"
-    challenger_alias: str = "challenger"
-    # Any test metric of the task (see TASK_METRICS); null: the task's default gate metric.
-    # "Beats" follows the metric's direction: a lower RMSE is better.
-    metric: str | None = None
-    min_improvement: Annotated[float, Field(ge=0)] = 0.002
-    # Median single-row scoring time of the challenger's ONNX graph, in this process.
-    max_latency_ms: Annotated[float, Field(gt=0)] = 5.0
-    # A challenger with different inputs needs a new API contract: refused unless declared.
-    allow_schema_change: bool = False
-    # Downloaded champion bundles (the service and `monitor` read these).
-    cache_dir: Path = Path("models/registry")
-    # One JSON file per promotion decision, promoted or refused.
-    decisions_dir: Path = Path("reports/promotions")
-
-    @model_validator(mode="after")
-    def _distinct_aliases(self) -> RegistryConfig:
-        if self.champion_alias == self.challenger_alias:
-            raise ValueError("registry: champion_alias and challenger_alias must differ")
-        return self
-
-
-class PredictionLogConfig(Frozen):
-    """Where the service logs every prediction (any SQLAlchemy URL), off the request path."""
-
-    enabled: bool = True
-    url: str = "sqlite:///logs/predictions.db"
-    table: str = "prediction_log"
-    drift_table: str = "drift_reports"
-    # Rows waiting to be written; beyond this, predictions are still served but not logged
-    # (counted in prediction_log_dropped_total and logged as a warning).
-    queue_size: Annotated[int, Field(ge=1)] = 10_000
-    batch_size: Annotated[int, Field(ge=1)] = 500
-    flush_interval_s: Annotated[float, Field(gt=0)] = 1.0
-
-
-class MonitoringConfig(Frozen):
-    """Drift checks of logged traffic against the champion's training reference."""
-
-    window: Annotated[int, Field(ge=1)] = 5000  # the most recent logged predictions
-    min_rows: Annotated[int, Field(ge=1)] = 200  # fewer: the report says so, no alert
-    bins: Annotated[int, Field(ge=2, le=100)] = 10
-    psi_warn: Annotated[float, Field(gt=0)] = 0.1
-    psi_alert: Annotated[float, Field(gt=0)] = 0.25
-    # KS / chi-square p-values below this are reported as significant (with large windows
-    # tiny shifts are significant: PSI decides the alert level).
-    p_value: Annotated[float, Field(gt=0, lt=1)] = 0.01
-    reports_dir: Path = Path("reports/monitoring")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> MonitoringConfig:
-        if self.psi_warn >= self.psi_alert:
-            raise ValueError(
-                f"monitoring: psi_warn {self.psi_warn} must be below psi_alert {self.psi_alert}"
-            )
-        return self
-
-
-{% endif -%}
 class Config(Frozen):
     """The whole project configuration."""
+
+    # The sections a deployment may override from the environment.
+    env_sections: ClassVar[tuple[str, ...]] = OVERRIDABLE_SECTIONS
 
     project: str = "project"
     task: TaskName = "binary_classification"
@@ -512,11 +429,6 @@ class Config(Frozen):
     tracking: TrackingConfig = TrackingConfig()
     serving: ServingConfig = ServingConfig()
     paths: PathsConfig = PathsConfig()
-{%- if project_type == 'mlops' %}
-    registry: RegistryConfig = RegistryConfig()
-    prediction_log: PredictionLogConfig = PredictionLogConfig()
-    monitoring: MonitoringConfig = MonitoringConfig()
-{%- endif %}
 
     @model_validator(mode="after")
     def _no_leaks(self) -> Config:
@@ -544,14 +456,6 @@ class Config(Frozen):
         if gate is not None:
             direction = "max" if gate.min is not None else "min"
             _check_gate(self.task, gate.metric, direction, "training.gate")
-{%- if project_type == 'mlops' %}
-        metric = self.registry.metric
-        if metric is not None and metric not in TASK_METRICS[self.task]:
-            raise ValueError(
-                f"registry.metric: {metric} is not a {self.task} metric; choose one of "
-                f"{', '.join(TASK_METRICS[self.task])}"
-            )
-{%- endif %}
         return self
 
     @property
@@ -565,13 +469,6 @@ class Config(Frozen):
             return self.training.gate
         metric, bound = DEFAULT_GATES[self.task]
         return GateConfig(metric=metric, min=bound)
-{%- if project_type == 'mlops' %}
-
-    @property
-    def registry_metric(self) -> str:
-        """The metric promotion compares: ``registry.metric`` or the quality gate's."""
-        return self.registry.metric or self.gate.metric
-{%- endif %}
 
 
 def metric_direction(task: str, metric: str) -> Literal["max", "min"]:
@@ -593,16 +490,50 @@ def _check_gate(task: str, metric: str, direction: str, where: str) -> None:
         )
 
 
+ConfigModel = TypeVar("ConfigModel", bound=Config)
+
+
+def project_module(name: str) -> ModuleType | None:
+    """The package's module ``name`` (dotted, relative to the package), or None in a project
+    type that does not have it: how shared code finds what only MLOps projects have."""
+    absolute = f"{__package__}.{name}"
+    try:
+        return importlib.import_module(absolute)
+    except ModuleNotFoundError as exc:
+        parents = {absolute.rsplit(".", depth)[0] for depth in range(name.count(".") + 1)}
+        if exc.name not in parents:  # the module exists but something it imports does not
+            raise
+        return None
+
+
+def project_config_model() -> type[Config]:
+    """The config model of this project: ``MlopsConfig`` in an MLOps project, else ``Config``."""
+    module = project_module(MLOPS_CONFIG_MODULE)
+    model: type[Config] = Config if module is None else module.MlopsConfig
+    return model
+
+
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment, and validate; raise ``ConfigError`` on any problem."""
+    """Read, override from the environment, and validate into the project's config model;
+    raise ``ConfigError`` on any problem."""
     return config_from_dict(read_yaml(path), os.environ if environ is None else environ, path)
 
 
 def config_from_dict(
     raw: Mapping[str, Any], environ: Mapping[str, str] | None = None, source: object = "<dict>"
 ) -> Config:
-    """Validate a mapping (after environment overrides) into a ``Config``."""
+    """Validate a mapping (after environment overrides) into the project's config model."""
+    return validate_config(project_config_model(), raw, environ, source)
+
+
+def validate_config(
+    model: type[ConfigModel],
+    raw: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    source: object = "<dict>",
+) -> ConfigModel:
+    """Validate a mapping (after the overrides of ``model.env_sections``) into ``model``."""
     try:
-        return Config.model_validate(apply_env_overrides(raw, environ or {}, ENV_SECTIONS))
+        return model.model_validate(apply_env_overrides(raw, environ or {}, model.env_sections))
     except ValidationError as exc:
         raise config_error(exc, source) from None

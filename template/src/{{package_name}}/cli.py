@@ -1,5 +1,6 @@
-"""Command line: ``python -m <package> data|validate|train|evaluate|predict|serve``{% if project_type == 'mlops' %}, plus the
-lifecycle commands (promote, rollback, registry, monitor, retrain, simulate; see lifecycle/cli.py){% endif %}.
+"""Command line: ``python -m <package> data|validate|profile|train|evaluate|predict|serve``;
+an MLOps project adds its lifecycle commands (promote, rollback, registry, monitor, retrain,
+simulate) and registers each trained model (``lifecycle/cli.py``, found by ``build_app``).
 
 Each command is a thin wrapper over one function. Heavy libraries are imported inside the
 commands, so ``serve`` starts without loading MLflow, pandera or matplotlib. A user mistake
@@ -12,23 +13,22 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .config import TASK_METRICS, Config, load_config
+from .config import TASK_METRICS, Config, load_config, project_module
 from .errors import ProjectError
 from .logging_config import configure_logging
 from .settings import PACKAGE
 
+if TYPE_CHECKING:
+    from .train import TrainResult
+
 logger = logging.getLogger(__name__)
-app = typer.Typer(
-    name=PACKAGE,
-    help="Sample warehouse -> validation -> training -> evaluation -> batch and online serving.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+# The MLOps project's commands, in the package only MLOps projects have.
+LIFECYCLE_COMMANDS_MODULE = "lifecycle.cli"
+Command = Callable[..., None]
 ConfigOption = Annotated[
     Path,
     typer.Option("--config", "-c", help="YAML config file.", envvar=f"{PACKAGE.upper()}_CONFIG"),
@@ -36,7 +36,7 @@ ConfigOption = Annotated[
 DEFAULT_CONFIG = Path("configs/config.yaml")
 
 
-def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
+def user_errors(command: Command) -> Command:
     """Turn a ``ProjectError`` into ``error: <message>`` and exit status 1."""
 
     @functools.wraps(command)
@@ -63,13 +63,22 @@ def metric_summary(task: str, metrics: dict[str, float], baseline: dict[str, flo
     return "test " + "  ".join(parts)
 
 
+def echo_training(cfg: Config, result: TrainResult) -> None:
+    """What ``train`` published, its test metrics, and where the reports and the run are."""
+    typer.echo(
+        f"{cfg.model.name} model {result.version} published to {result.model_dir}\n"
+        f"  {metric_summary(cfg.task, result.metrics, result.baseline_metrics)}"
+        + (f"  threshold {result.threshold:.3f}" if result.threshold is not None else "")
+        + f"\n  reports in {cfg.paths.reports_dir}/"
+        + (f"; MLflow run {result.run_id} at {cfg.tracking.uri}" if result.run_id else "")
+    )
+
+
 def _load(config: Path) -> Config:
     configure_logging("info")
     return load_config(config)
 
 
-@app.command()
-@_user_errors
 def data(
     config: ConfigOption = DEFAULT_CONFIG,
     if_used: Annotated[
@@ -93,8 +102,6 @@ def data(
         typer.echo("note: data.url points elsewhere, so training does not read the sample")
 
 
-@app.command()
-@_user_errors
 def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Extract the training table and check it against the schema."""
     from .data.extract import extract_training_frame
@@ -121,8 +128,6 @@ def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
         )
 
 
-@app.command()
-@_user_errors
 def profile(
     config: ConfigOption = DEFAULT_CONFIG,
     write: Annotated[
@@ -146,41 +151,14 @@ def profile(
     typer.echo("\n".join(summary_lines(result)))
 
 
-@app.command()
-@_user_errors
-{%- if project_type == 'mlops' %}
-def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Train, evaluate, publish a model version, log the run and register it as challenger."""
-    from .lifecycle.retrain import train_and_register
-
-    cfg = _load(config)
-    result, registered = train_and_register(cfg)
-{%- else %}
 def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Train, evaluate, publish a new model version and log the run to MLflow."""
     from .train import train as run_training
 
     cfg = _load(config)
-    result = run_training(cfg)
-{%- endif %}
-    typer.echo(
-        f"{cfg.model.name} model {result.version} published to {result.model_dir}\n"
-        f"  {metric_summary(cfg.task, result.metrics, result.baseline_metrics)}"
-        + (f"  threshold {result.threshold:.3f}" if result.threshold is not None else "")
-        + f"\n  reports in {cfg.paths.reports_dir}/"
-        + (f"; MLflow run {result.run_id} at {cfg.tracking.uri}" if result.run_id else "")
-    )
-{%- if project_type == 'mlops' %}
-    role = "champion (first version)" if registered.champion else cfg.registry.challenger_alias
-    typer.echo(
-        f"  registered as {cfg.registry.model_name} version {registered.registry_version}: "
-        f"{role}" + ("" if registered.champion else "; run `promote` to gate it")
-    )
-{%- endif %}
+    echo_training(cfg, run_training(cfg))
 
 
-@app.command()
-@_user_errors
 def evaluate(
     config: ConfigOption = DEFAULT_CONFIG,
     version: Annotated[str | None, typer.Option(help="Model version (default: LATEST).")] = None,
@@ -196,8 +174,6 @@ def evaluate(
     )
 
 
-@app.command()
-@_user_errors
 def predict(
     input: Annotated[
         str,
@@ -225,8 +201,6 @@ def predict(
     )
 
 
-@app.command()
-@_user_errors
 def serve(
     config: ConfigOption = DEFAULT_CONFIG,
     host: Annotated[str | None, typer.Option(help="Bind address (default: serving.host).")] = None,
@@ -240,14 +214,38 @@ def serve(
     run_server(load_config(config), host, port)
 
 
-{% if project_type == 'mlops' -%}
-# Registered here, after the module's own commands, so `--help` lists them last.
-from .lifecycle.cli import register as register_lifecycle  # noqa: E402
+# The commands in the order ``--help`` lists them.
+COMMANDS: dict[str, Command] = {
+    "data": data,
+    "validate": validate,
+    "profile": profile,
+    "train": train,
+    "evaluate": evaluate,
+    "predict": predict,
+    "serve": serve,
+}
 
-register_lifecycle(app, _user_errors)
+
+def build_app() -> typer.Typer:
+    """The command line of this project: the commands above, and in an MLOps project its
+    lifecycle commands (its ``train`` also registers the model; listed where ``train`` is)."""
+    commands = dict(COMMANDS)
+    lifecycle = project_module(LIFECYCLE_COMMANDS_MODULE)
+    if lifecycle is not None:
+        commands.update(lifecycle.COMMANDS)
+    app = typer.Typer(
+        name=PACKAGE,
+        help="Sample warehouse -> validation -> training -> evaluation -> batch and online "
+        "serving.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    for command_name, command in commands.items():
+        app.command(name=command_name)(user_errors(command))
+    return app
 
 
-{% endif -%}
 def main() -> None:
     """Console-script entry point."""
-    app()
+    build_app()()

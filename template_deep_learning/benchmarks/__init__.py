@@ -1,0 +1,1 @@
+../../template/benchmarks/__init__.py

@@ -1,0 +1,1 @@
+../../template/benchmarks/benchkit.py
