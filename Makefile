@@ -34,12 +34,17 @@ demo: $(PY)
 # Two workers: most tests wait on a rendered project's own processes, so two make good use of
 # two cores. WORKERS=0 runs the suite in one process.
 WORKERS ?= 2
+# The template's plain-Python files, linted in place (the .jinja ones are linted as rendered).
+TEMPLATE_PYTHON := "template/src/{{package_name}}" "template_deep_learning/src/{{package_name}}" \
+	template/benchmarks/benchkit.py template/tests/testkit.py
 test: $(PY)
 	$(PY) -m pytest $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadgroup)
 
 lint: $(PY)
 	$(PY) -m ruff check hooks tests docs scripts
 	$(PY) -m ruff format --check hooks tests docs scripts
+	$(PY) -m ruff check --config scripts/ruff-template-trees.toml $(TEMPLATE_PYTHON)
+	$(PY) -m ruff format --check --config scripts/ruff-template-trees.toml $(TEMPLATE_PYTHON)
 
 # Every rendered project ships a uv.lock: one per project type and Python version, kept in
 # includes/locks/. After changing a pyproject template: `make locks`; UPGRADE=1 moves every

@@ -18,16 +18,20 @@ SHARED_PACKAGE_FILES = [
     "__init__.py",
     "__main__.py",
     "artifacts.py",
+    "atomic.py",
     "cli.py",
     "config.py",
+    "config_base.py",
     "data/__init__.py",
     "data/sample.py",
     "data/validate.py",
     "errors.py",
+    "errortext.py",
     "evaluate.py",
     "logging_config.py",
     "mlflow_experiment.py",
     "model.py",
+    "model_store.py",
     "ortsession.py",
     "predict.py",
     "serving/__init__.py",
@@ -38,22 +42,20 @@ SHARED_PACKAGE_FILES = [
     "serving/runtime.py",
     "serving/schemas.py",
     "serving/server.py",
-    "settings.py",
     "tracking.py",
     "train.py",
-    "versioning.py",
 ]
 CLASSICAL_PACKAGE_FILES = [
-    "atomic.py",
     "data/coerce.py",
     "data/extract.py",
     "data/profile.py",
     "data/synthetic.py",
-    "errortext.py",
+    "dburl.py",
     "features.py",
     "inputs.py",
     "onnx_export.py",
     "outputs.py",
+    "records.py",
     "scoring.py",
     "sklearn_scoring.py",
     "tasks/__init__.py",
@@ -70,6 +72,9 @@ PACKAGE_FILES_BY_TYPE = {
         "lifecycle/__init__.py",
         "lifecycle/cli.py",
         "lifecycle/drift.py",
+        "lifecycle/monitor_data.py",
+        "lifecycle/monitor_render.py",
+        "lifecycle/monitor_report.py",
         "lifecycle/monitoring.py",
         "lifecycle/promotion.py",
         "lifecycle/reference.py",
@@ -351,3 +356,19 @@ def test_render_refuses_copier_older_than_templated_exclude(tmp_path: Path) -> N
     assert result.returncode == 3, result.stdout + result.stderr
     assert "9.18.0" in result.stdout
     assert not (tmp_path / "p" / "src").exists(), "nothing is rendered by a refused Copier"
+
+
+def test_template_modules_lint_in_place_without_jinja() -> None:
+    """Every Python module of the template trees is plain Python (no Jinja, no `.jinja`
+    suffix) and passes the rendered projects' ruff rules before rendering: `make lint`."""
+    modules = [
+        path
+        for tree in TEMPLATE_TREES
+        for path in (TEMPLATE_ROOT / tree / "src").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    assert modules
+    assert [p for p in modules if p.suffix != ".py"] == [], "package modules need no Jinja"
+    assert [p for p in modules if JINJA_MARKERS.search(p.read_text(encoding="utf-8"))] == []
+    result = run(["make", "lint"], cwd=TEMPLATE_ROOT, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -17,44 +17,15 @@ This module imports no scikit-learn at import time: the service reads metadata c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from .config import FeaturesConfig, Label, TaskName
-from .errors import ModelNotFoundError
-from .versioning import (
-    LATEST_FILE,
-    METADATA_FILE,
-    new_version,
-    publish,
-    read_json,
-    resolve_model_dir,
-    sha256_file,
-    write_json,
-)
-
-__all__ = [
-    "HOLDOUT_FILE",
-    "LATEST_FILE",
-    "METADATA_FILE",
-    "MODEL_FILE",
-    "ONNX_FILE",
-    "TRUSTED_TYPE_PREFIXES",
-    "ModelMetadata",
-    "load_metadata",
-    "load_pipeline",
-    "new_version",
-    "publish",
-    "read_json",
-    "resolve_model_dir",
-    "save_pipeline",
-    "sha256_file",
-    "write_json",
-    "write_metadata",
-]
+from .errors import ModelIntegrityError, ModelNotFoundError
+from .model_store import load_metadata as _load_metadata
+from .model_store import sha256_file
 
 MODEL_FILE = "model.skops"
 ONNX_FILE = "model.onnx"
@@ -107,26 +78,10 @@ class ModelMetadata(BaseModel):
         return data
 
 
-def write_metadata(model_dir: Path, metadata: ModelMetadata) -> None:
-    (model_dir / METADATA_FILE).write_text(
-        json.dumps(metadata.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8"
-    )
-
-
 def load_metadata(model_dir: Path) -> ModelMetadata:
-    """Read and validate ``metadata.json``; a damaged file is reported, not half-used."""
-    path = model_dir / METADATA_FILE
-    try:
-        return ModelMetadata.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise ModelNotFoundError(f"{path} is missing") from None
-    except ValidationError as exc:
-        # Locations and messages only: the error's input (the file's bytes) stays out of it.
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'file'}: {error['msg']}"
-            for error in exc.errors(include_input=False)[:3]
-        )
-        raise ModelNotFoundError(f"{path} is not valid model metadata ({problems})") from None
+    """A version's ``metadata.json``, validated (``model_store.load_metadata`` with this
+    project's metadata model)."""
+    return _load_metadata(model_dir, ModelMetadata)
 
 
 def save_pipeline(pipeline: object, model_dir: Path) -> str:
@@ -146,14 +101,14 @@ def load_pipeline(model_dir: Path, metadata: ModelMetadata) -> Any:
     if not path.is_file():
         raise ModelNotFoundError(f"{path} is missing")
     if sha256_file(path) != metadata.artifact_sha256:
-        raise ModelNotFoundError(
+        raise ModelIntegrityError(
             f"{path} does not match the checksum in its metadata: the file was changed or "
             "damaged after training; retrain or restore it"
         )
     untrusted = sio.get_untrusted_types(file=path)
     unexpected = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
     if unexpected:
-        raise ModelNotFoundError(
+        raise ModelIntegrityError(
             f"{path} contains types outside scikit-learn/NumPy and was not loaded: "
             + ", ".join(unexpected)
         )

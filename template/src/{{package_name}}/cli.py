@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .config import TASK_METRICS, Config, load_config, project_module
+from .config_base import PACKAGE
 from .errors import ProjectError
 from .logging_config import configure_logging
-from .settings import PACKAGE
 
 if TYPE_CHECKING:
     from .train import TrainResult

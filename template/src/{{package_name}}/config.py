@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from .settings import (
+from .config_base import (
     OVERRIDABLE_SECTIONS,
     Frozen,
     ServerSettings,
@@ -401,6 +401,9 @@ class ServingConfig(ServerSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     max_batch_size: Annotated[int, Field(ge=1)] = 1000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    # The model version to serve instead of the newest: a directory name under
+    # paths.models_dir (e.g. 20260101T120000000000Z-1a2b3c4d); null serves what models/LATEST
+    # names. (MLOps projects pin a registry version instead: MlopsServingConfig.)
     pinned_version: str | None = None
     runtime: Literal["onnx", "sklearn"] = "onnx"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -23,8 +23,19 @@ class DataValidationError(DataError):
         self.report = report
 
 
-class ModelNotFoundError(ProjectError):
-    """No trained model where one was expected."""
+class ModelError(ProjectError):
+    """A model cannot be used: missing, or present but damaged or untrusted. Catch this where
+    any of them means "no model to serve or score"."""
+
+
+class ModelNotFoundError(ModelError):
+    """No trained model (version, file) where one was expected."""
+
+
+class ModelIntegrityError(ModelError):
+    """A model file exists but cannot be trusted or used: its checksum differs from its
+    metadata, it holds types outside the allowed ones, its metadata is invalid, or it does not
+    load or score."""
 
 
 class TrackingError(ProjectError):

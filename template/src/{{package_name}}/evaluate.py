@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 
-from . import artifacts
+from . import artifacts, model_store
 from .config import TASK_METRICS, Config, metric_direction
 from .data.extract import extract_training_frame
 from .data.validate import validate_frame
@@ -93,7 +93,7 @@ def write_reports(
         )
     )
     metrics_path = reports_dir / METRICS_FILE
-    artifacts.write_json(
+    model_store.write_json(
         metrics_path,
         {
             "version": version,
@@ -197,10 +197,10 @@ Plots: {plots}.
 
 def evaluate(cfg: Config, version: str | None = None) -> EvaluationResult:
     """Score a trained model (default: ``LATEST``) on its holdout rows and rewrite the reports."""
-    model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, version)
+    model_dir = model_store.resolve_model_dir(cfg.paths.models_dir, version)
     metadata = artifacts.load_metadata(model_dir)
     pipeline = artifacts.load_pipeline(model_dir, metadata)
-    holdout_ids = set(artifacts.read_json(model_dir / artifacts.HOLDOUT_FILE))
+    holdout_ids = set(model_store.read_json(model_dir / artifacts.HOLDOUT_FILE))
     task = task_for(metadata.task)
 
     frame = validate_frame(extract_training_frame(cfg), cfg, source=str(cfg.data.query))

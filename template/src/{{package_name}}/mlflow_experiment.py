@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .settings import TrackingConfig
+from .config_base import TrackingConfig
 
 
 def ensure_experiment(store: Any, cfg: TrackingConfig) -> str:

@@ -17,11 +17,22 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from .config import TASK_METRICS, Config, ServingConfig, validate_config
-from .settings import OVERRIDABLE_SECTIONS, Frozen, read_yaml
+from .config_base import OVERRIDABLE_SECTIONS, Frozen, read_yaml
 
 
 class MlopsServingConfig(ServingConfig):
     """The champion service's settings on top of the tabular ones."""
+
+    # Here a version number of registry.model_name in the MLflow Model Registry (e.g. "3"),
+    # not a directory: the service serves it instead of the champion alias; null follows the
+    # champion.
+    pinned_version: Annotated[str, Field(pattern=r"^[1-9][0-9]*$")] | None = None
+
+    @field_validator("pinned_version", mode="before")
+    @classmethod
+    def _version_number_as_text(cls, value: object) -> object:
+        # `pinned_version: 3` in YAML (or SERVING__PINNED_VERSION=3) is a number.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     # How often the service asks the registry whether the champion changed (0: only on
     # POST /admin/reload). The old model serves until the new one is loaded and checked.

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import artifacts
+from . import model_store
 from .atomic import replacing
 from .config import Config
 from .data.extract import iter_files, iter_source_query, resolve_files
@@ -66,7 +66,7 @@ def predict_batch(
         raise DataError(f"--output {output} is one of the input files: choose another path")
     if output.is_dir():
         raise DataError(f"--output {output} is a folder: give a file name (.csv or .parquet)")
-    model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, version)
+    model_dir = model_store.resolve_model_dir(cfg.paths.models_dir, version)
     predictor = load_predictor(model_dir, cfg.serving.runtime)
     features = predictor.metadata.features
     id_column = cfg.data.id_column

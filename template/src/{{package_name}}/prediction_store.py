@@ -13,7 +13,6 @@ Only SQLAlchemy and the standard library: the lean serving process imports it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -31,7 +30,8 @@ from sqlalchemy import (
     inspect,
     make_url,
 )
-from sqlalchemy.engine import URL
+
+from .dburl import sqlite_file
 
 
 def store_tables(table: str, drift_table: str) -> tuple[MetaData, Table, Table]:
@@ -112,14 +112,6 @@ def incompatible_table(table: str, url: str, problem: str) -> str:
         f"point prediction_log.table at a new table (e.g. {table}_v2; it is created by the "
         f"service) or {move} to start a new log; the old rows are left as they are"
     )
-
-
-def sqlite_file(url: str | URL) -> Path | None:
-    """The database file of a SQLite URL; None for other stores and in-memory SQLite."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return Path(parsed.database)
-    return None
 
 
 def make_engine(url: str, *, create_folder: bool) -> Engine:

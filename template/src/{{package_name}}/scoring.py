@@ -18,9 +18,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from . import artifacts
+from . import artifacts, model_store
 from .config import FeaturesConfig
-from .errors import ModelNotFoundError
+from .errors import ConfigError, ModelIntegrityError, ModelNotFoundError
 from .errortext import first_line
 from .inputs import model_columns, model_inputs, onnx_feeds
 from .ortsession import create_session
@@ -48,7 +48,7 @@ def load_predictor(model_dir: Path, runtime: Runtime = "onnx") -> Predictor:
     try:
         from .sklearn_scoring import SklearnPredictor
     except ImportError as exc:
-        raise ModelNotFoundError(
+        raise ConfigError(
             f"serving.runtime 'sklearn' needs the pipeline dependencies ({exc.name} is missing): "
             "install the project with its [pipeline] extra, or use serving.runtime: onnx"
         ) from None
@@ -64,7 +64,7 @@ class OnnxScorer:
         try:
             self._session = create_session(model)
         except Exception as exc:  # ONNX Runtime raises its own error types for bad graphs
-            raise ModelNotFoundError(f"the ONNX model cannot be loaded: {exc}") from None
+            raise ModelIntegrityError(f"the ONNX model cannot be loaded: {exc}") from None
         self._features = features
         self._inputs = model_inputs(features)
         self.names = features.names
@@ -94,8 +94,8 @@ class OnnxPredictor:
         path = model_dir / artifacts.ONNX_FILE
         if not path.is_file():
             raise ModelNotFoundError(f"{path} is missing: retrain to export the model to ONNX")
-        if artifacts.sha256_file(path) != self.metadata.onnx_sha256:
-            raise ModelNotFoundError(
+        if model_store.sha256_file(path) != self.metadata.onnx_sha256:
+            raise ModelIntegrityError(
                 f"{path} does not match the checksum in its metadata: the file was changed or "
                 "damaged after training; retrain or restore it"
             )
@@ -119,12 +119,12 @@ def smoke_test(predictor: Predictor) -> None:
         scores = predictor.predict_records([predictor.metadata.input_example])
     except Exception as exc:  # ONNX Runtime and NumPy raise many types for a mismatched graph
         reason = first_line(exc)[:200]
-        raise ModelNotFoundError(
+        raise ModelIntegrityError(
             f"the model does not score its own input example ({reason}): retrain or restore it"
         ) from None
     problem = predictor.outputs.problem(scores, 1)
     if problem is not None:
-        raise ModelNotFoundError(
+        raise ModelIntegrityError(
             f"the model does not score its own input example ({problem} for a "
             f"{predictor.metadata.task} model): retrain or restore it"
         )

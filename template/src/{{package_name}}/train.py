@@ -22,15 +22,15 @@ from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from . import artifacts, evaluate, onnx_export, tracking
+from . import artifacts, evaluate, model_store, onnx_export, tracking
 from .config import Config
 from .data.extract import extract_training_frame
 from .data.validate import validate_frame
 from .errors import DataError, ModelQualityError, TrackingError
 from .features import check_trainable, frequent_categories, raw_columns, to_model_frame
 from .model import build_pipeline
+from .model_store import git_commit
 from .tasks import Task, task_for
-from .versioning import git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
         parity.max_abs_diff,
     )
 
-    version = artifacts.new_version(fingerprint)
+    version = model_store.new_version(fingerprint)
     importance = evaluate.importance_table(
         pipeline, x_test, y_test, task, cfg.evaluation.permutation_repeats, cfg.training.seed
     )
@@ -218,8 +218,8 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
     def write(model_dir: Path) -> None:
         sha = artifacts.save_pipeline(pipeline, model_dir)
         (model_dir / artifacts.ONNX_FILE).write_bytes(onnx_model)
-        artifacts.write_json(model_dir / artifacts.HOLDOUT_FILE, sorted(ids_test.tolist()))
-        artifacts.write_metadata(
+        model_store.write_json(model_dir / artifacts.HOLDOUT_FILE, sorted(ids_test.tolist()))
+        model_store.write_metadata(
             model_dir,
             artifacts.ModelMetadata(
                 version=version,
@@ -251,12 +251,12 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
                     "numpy": np.__version__,
                 },
                 artifact_sha256=sha,
-                onnx_sha256=artifacts.sha256_file(model_dir / artifacts.ONNX_FILE),
+                onnx_sha256=model_store.sha256_file(model_dir / artifacts.ONNX_FILE),
                 onnx_parity=parity.as_dict(),
             ),
         )
 
-    model_dir = artifacts.publish(cfg.paths.models_dir, version, write)
+    model_dir = model_store.publish(cfg.paths.models_dir, version, write)
     logger.info("published model %s to %s", version, model_dir)
 
     # The model is published before tracking: a tracker outage must not block a good model,
@@ -293,7 +293,7 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
                 },
                 artifact_paths=[
                     *report_files,
-                    model_dir / artifacts.METADATA_FILE,
+                    model_dir / model_store.METADATA_FILE,
                     model_dir / artifacts.ONNX_FILE,
                 ],
                 model=pipeline,

@@ -8,40 +8,12 @@ atomically, so a failed run never changes what is being served. No torch import 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from .errors import ModelNotFoundError
-from .versioning import (
-    LATEST_FILE,
-    METADATA_FILE,
-    new_version,
-    publish,
-    read_json,
-    resolve_model_dir,
-    sha256_file,
-    write_json,
-)
-
-__all__ = [
-    "LATEST_FILE",
-    "METADATA_FILE",
-    "ONNX_FILE",
-    "ONNX_INPUT",
-    "ONNX_OUTPUT",
-    "ModelMetadata",
-    "load_metadata",
-    "new_version",
-    "publish",
-    "read_json",
-    "resolve_model_dir",
-    "sha256_file",
-    "write_json",
-    "write_metadata",
-]
+from .model_store import load_metadata as _load_metadata
 
 ONNX_FILE = "model.onnx"
 ONNX_INPUT = "pixels"  # float32 [N, C, H, W], values in [0, 1]
@@ -72,18 +44,7 @@ class ModelMetadata(BaseModel):
     mlflow_run_id: str | None = None
 
 
-def write_metadata(model_dir: Path, metadata: ModelMetadata) -> None:
-    (model_dir / METADATA_FILE).write_text(
-        json.dumps(metadata.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8"
-    )
-
-
 def load_metadata(model_dir: Path) -> ModelMetadata:
-    """Read and validate ``metadata.json``; a damaged file is reported, not half-used."""
-    path = model_dir / METADATA_FILE
-    try:
-        return ModelMetadata.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise ModelNotFoundError(f"{path} is missing") from None
-    except ValidationError as exc:
-        raise ModelNotFoundError(f"{path} is not valid model metadata: {exc}") from None
+    """A version's ``metadata.json``, validated (``model_store.load_metadata`` with this
+    project's metadata model)."""
+    return _load_metadata(model_dir, ModelMetadata)

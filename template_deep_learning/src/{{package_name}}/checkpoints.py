@@ -17,11 +17,11 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from .atomic import new_partial_file
 from .config import Config
 from .data.validate import DatasetReport
-from .errors import ConfigError, ModelNotFoundError
+from .errors import ConfigError, ModelIntegrityError, ModelNotFoundError
 from .model import ConvNet
-from .versioning import new_partial_file
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +100,9 @@ def load_last(path: Path, cfg: Config, report: DatasetReport) -> dict[str, Any]:
             f"no checkpoint to resume from at {path}: run train without --resume"
         ) from None
     except Exception as exc:
-        raise ModelNotFoundError(f"checkpoint {path} cannot be read: {exc}") from None
+        raise ModelIntegrityError(f"checkpoint {path} cannot be read: {exc}") from None
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ModelNotFoundError(f"checkpoint {path} has an unknown format: train from scratch")
+        raise ModelIntegrityError(f"checkpoint {path} has an unknown format: train from scratch")
     saved = checkpoint.get("identity", {})
     differences = [
         f"{key}: checkpoint {saved.get(key)!r}, now {value!r}"

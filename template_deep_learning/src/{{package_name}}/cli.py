@@ -20,9 +20,9 @@ from typing import Annotated, Any
 import typer
 
 from .config import Config, load_config
+from .config_base import PACKAGE
 from .errors import ProjectError
 from .logging_config import configure_logging
-from .settings import PACKAGE
 
 logger = logging.getLogger(__name__)
 app = typer.Typer(

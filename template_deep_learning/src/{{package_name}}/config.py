@@ -2,7 +2,7 @@
 
 Nothing here runs at import time. ``load_config(path)`` reads the YAML, applies environment
 overrides for deployment settings (``<PACKAGE>_<SECTION>__<KEY>`` for data, tracking, serving
-and paths; see ``settings.py``) and returns a ``Config``; every function that needs settings
+and paths; see ``config_base.py``) and returns a ``Config``; every function that needs settings
 takes it as an argument. Relative paths resolve against the working directory.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from .settings import (
+from .config_base import (
     Frozen,
     ServerSettings,
     TrackingConfig,

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from . import artifacts
+from . import artifacts, model_store
 from .config import Config
 from .data.dataset import ManifestRow, class_indices, iter_pixel_batches, load_pixels
 from .data.validate import validate_dataset
@@ -126,7 +126,7 @@ def write_reports(
         "training": training,
     }
     metrics_path = reports_dir / METRICS_FILE
-    artifacts.write_json(metrics_path, payload)
+    model_store.write_json(metrics_path, payload)
     report_path = reports_dir / REPORT_FILE
     report_path.write_text(
         _markdown(version, source, classes, summary, per_class, matrix, training, files, notes),
@@ -140,7 +140,7 @@ def evaluate(cfg: Config, version: str | None = None) -> EvaluationResult:
     split and rewrite the reports."""
     from .export import onnx_probabilities, onnx_session
 
-    model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, version)
+    model_dir = model_store.resolve_model_dir(cfg.paths.models_dir, version)
     metadata = artifacts.load_metadata(model_dir)
     report = validate_dataset(cfg.data, create_missing_manifest=False)
     if report.classes != metadata.classes:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts
+from . import model_store
 from .config import Config
 from .errors import DataError
 from .imaging import IMAGE_SUFFIXES, decode_image
@@ -124,7 +124,7 @@ def predict_images(
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     _refuse_output_among_inputs(output, source, cfg.data.root)
-    predictor = load_predictor(artifacts.resolve_model_dir(cfg.paths.models_dir, version))
+    predictor = load_predictor(model_store.resolve_model_dir(cfg.paths.models_dir, version))
     meta = predictor.metadata
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")

@@ -22,15 +22,15 @@ import PIL
 import torch
 from torch import nn
 
-from . import artifacts, checkpoints, export, tracking
+from . import artifacts, checkpoints, export, model_store, tracking
 from .config import Config
 from .data.dataset import ManifestRow, iter_pixel_batches, load_pixels
 from .data.validate import DatasetReport
 from .errors import ModelQualityError, TrackingError
 from .evaluate import HISTORY_FILE, write_reports
 from .model import build_model
+from .model_store import git_commit
 from .ortsession import runtime_version
-from .versioning import git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def publish_best(
         parity.max_abs_diff,
     )
 
-    version = artifacts.new_version(report.fingerprint)
+    version = model_store.new_version(report.fingerprint)
     metrics, report_files = write_reports(
         cfg.paths.reports_dir,
         version=version,
@@ -110,8 +110,8 @@ def publish_best(
 
     def write(model_dir: Path) -> None:
         (model_dir / artifacts.ONNX_FILE).write_bytes(onnx_model)
-        artifacts.write_json(model_dir / HISTORY_FILE, history)
-        artifacts.write_metadata(
+        model_store.write_json(model_dir / HISTORY_FILE, history)
+        model_store.write_metadata(
             model_dir,
             artifacts.ModelMetadata(
                 version=version,
@@ -127,13 +127,13 @@ def publish_best(
                 data_fingerprint=report.fingerprint,
                 git_commit=commit,
                 library_versions=_library_versions(),
-                onnx_sha256=artifacts.sha256_file(model_dir / artifacts.ONNX_FILE),
+                onnx_sha256=model_store.sha256_file(model_dir / artifacts.ONNX_FILE),
                 onnx_parity=parity.as_dict(),
                 mlflow_run_id=run.run_id,
             ),
         )
 
-    model_dir = artifacts.publish(cfg.paths.models_dir, version, write)
+    model_dir = model_store.publish(cfg.paths.models_dir, version, write)
     logger.info("published model %s to %s", version, model_dir)
     _finish_run(
         run,
@@ -196,7 +196,7 @@ def _finish_run(
         run.log_artifacts(
             [
                 model_dir / name
-                for name in (artifacts.ONNX_FILE, artifacts.METADATA_FILE, HISTORY_FILE)
+                for name in (artifacts.ONNX_FILE, model_store.METADATA_FILE, HISTORY_FILE)
             ],
             "model",
         )

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .config_base import TrackingConfig
 from .errors import TrackingError
 from .mlflow_experiment import ensure_experiment
-from .settings import TrackingConfig
 
 logger = logging.getLogger(__name__)
 

@@ -26,13 +26,14 @@ from urllib.parse import quote
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import URL, Engine, create_engine, event, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..config import Config, DataConfig
+from ..config_base import PACKAGE
+from ..dburl import database_file
 from ..errors import DataError
 from ..errortext import first_line
-from ..settings import PACKAGE
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
@@ -90,20 +91,6 @@ def make_engine(
                 dbapi_connection.execute(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM {reader}')
 
     return engine
-
-
-def database_file(url: URL) -> Path | None:
-    """The file behind a SQLite or DuckDB URL, or None (another database, or in memory)."""
-    if url.get_backend_name() not in ("sqlite", "duckdb"):
-        return None
-    if url.database in (None, "", ":memory:") or str(url.database).startswith(":memory:"):
-        return None
-    return Path(str(url.database))
-
-
-def sqlite_file(url: URL) -> Path | None:
-    """The file behind a SQLite URL, or None (another database, or in memory)."""
-    return database_file(url) if url.get_backend_name() == "sqlite" else None
 
 
 def file_views(tables: Mapping[str, str]) -> dict[str, str]:

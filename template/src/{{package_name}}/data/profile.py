@@ -47,8 +47,8 @@ from sqlalchemy.exc import ArgumentError
 
 from ..atomic import replace_text
 from ..config import Config, as_label, config_from_dict, usable_feature_name
+from ..config_base import PACKAGE, read_yaml
 from ..errors import ConfigError, DataError
-from ..settings import PACKAGE, read_yaml
 from .extract import iter_training_chunks
 
 DEFAULT_ROWS = 100_000

@@ -27,9 +27,10 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..atomic import replacing
 from ..config import SampleDataConfig
+from ..dburl import sqlite_file
 from ..errors import DataError
 from ..errortext import first_line
-from .extract import make_engine, sqlite_file
+from .extract import make_engine
 
 REGIONS = ["north", "south", "east", "west"]
 PLANS = ["basic", "standard", "premium"]

@@ -5,7 +5,7 @@ simulate. Heavy libraries are imported inside the commands."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,7 @@ from ..mlops_config import MlopsConfig, load_mlops_config
 from .shifts import DRIFT_RULES
 
 if TYPE_CHECKING:
+    from .drift import PredictionDrift
     from .promotion import Decision
 
 # `monitor` exit status when drift reaches the alert threshold (1 stays "error").
@@ -41,29 +42,25 @@ def echo_decision(decision: Decision) -> None:
         typer.echo(f"  decision recorded in {decision.record}")
 
 
-def output_shift(prediction: dict[str, Any]) -> str:
-    """The drift report's prediction entry in a few words: what moved from where to where."""
-    task = prediction.get("task", "binary_classification")
-    if task == "regression":
+def output_shift(drift: PredictionDrift) -> str:
+    """How the model's outputs moved, in a few words: what moved from where to where."""
+    if drift.task == "regression":
         return (
-            f"mean prediction {prediction['reference_mean']:.4g} -> "
-            f"{prediction['current_mean']:.4g}, median {prediction['reference_median']:.4g} -> "
-            f"{prediction['current_median']:.4g}"
+            f"mean prediction {drift.reference_mean:.4g} -> {drift.current_mean:.4g}, "
+            f"median {drift.reference_median:.4g} -> {drift.current_median:.4g}"
         )
-    if task == "multiclass_classification":
-        reference, current = prediction["reference_shares"], prediction["current_shares"]
+    if drift.task == "multiclass_classification":
+        reference, current = drift.reference_shares, drift.current_shares
+        # In the report's order (not a set's), so a tie names the same class on every run.
         moved = max(
-            {*reference, *current},
+            [*reference, *(name for name in current if name not in reference)],
             key=lambda name: abs(current.get(name, 0.0) - reference.get(name, 0.0)),
         )
         return (
             f"largest change: share predicted {moved} {reference.get(moved, 0.0):.1%} -> "
             f"{current.get(moved, 0.0):.1%}"
         )
-    return (
-        f"positive rate {prediction['reference_positive_rate']:.1%} -> "
-        f"{prediction['current_positive_rate']:.1%}"
-    )
+    return f"positive rate {drift.reference_positive_rate:.1%} -> {drift.current_positive_rate:.1%}"
 
 
 def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
@@ -122,7 +119,8 @@ def monitor(
 
     Exit status: 0 ok or warn, 3 alert (a scheduler can retrain), 1 error."""
     from . import registry
-    from .monitoring import run_monitoring, store_result
+    from .monitor_data import store_report
+    from .monitoring import run_monitoring
     from .reference import REFERENCE_FILE, read_reference
 
     cfg = _load(config)
@@ -135,23 +133,21 @@ def monitor(
     with registry.fetched(cfg, found) as bundle:
         reference = read_reference(bundle / REFERENCE_FILE)
     result = run_monitoring(cfg, reference)
-    store_result(cfg, result)
     report = result.report
+    store_report(cfg, report)
     typer.echo(
-        f"drift {result.status} on {report['rows']} logged predictions vs the reference of "
+        f"drift {report.status} on {report.rows} logged predictions vs the reference of "
         f"version {found.version}"
     )
-    drifted = {
-        name: item for name, item in report.get("features", {}).items() if item["status"] != "ok"
-    }
-    for name, item in sorted(drifted.items(), key=lambda kv: -kv[1]["psi"]):
-        typer.echo(f"  {name}: PSI {item['psi']:.3f} ({item['status']})")
-    if "prediction" in report:
-        prediction = report["prediction"]
-        typer.echo(f"  prediction: PSI {prediction['psi']:.3f} ({output_shift(prediction)})")
+    drifted = {name: item for name, item in report.features.items() if item.status != "ok"}
+    for name, item in sorted(drifted.items(), key=lambda kv: -kv[1].psi):
+        typer.echo(f"  {name}: PSI {item.psi:.3f} ({item.status})")
+    if report.prediction is not None:
+        drift = report.prediction.drift
+        typer.echo(f"  prediction: PSI {drift.psi:.3f} ({output_shift(drift)})")
     if result.files:
         typer.echo(f"  reports in {result.files[0].parent}/")
-    if result.status == "alert":
+    if report.status == "alert":
         raise typer.Exit(code=ALERT_EXIT_CODE)
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .. import artifacts
+from .. import artifacts, model_store
 from ..config import metric_direction
 from ..data.extract import extract_training_frame
 from ..data.validate import validate_frame
@@ -115,7 +115,7 @@ def promote(cfg: MlopsConfig, frame: pd.DataFrame | None = None) -> Decision:
     ):
         new = OnnxPredictor(challenger_dir)
         old = OnnxPredictor(champion_dir)
-        holdout_ids = set(artifacts.read_json(challenger_dir / artifacts.HOLDOUT_FILE))
+        holdout_ids = set(model_store.read_json(challenger_dir / artifacts.HOLDOUT_FILE))
         rows = data[data[cfg.data.id_column].isin(holdout_ids)]
         if len(rows) < 2 or rows[cfg.data.target].nunique() < 2:
             needed = "classes" if new.outputs.is_classifier else "distinct target values"
@@ -264,7 +264,7 @@ def _record(
     subject = tag_version or decision.challenger or "none"
     path = directory / f"{stamp}-{decision.action}-v{subject}.json"
     decision = replace(decision, record=path)
-    artifacts.write_json(path, decision.as_dict())
+    model_store.write_json(path, decision.as_dict())
     if subject != "none":
         name = cfg.registry.model_name
         with registry.registry_errors(cfg, f"tag version {subject}"):

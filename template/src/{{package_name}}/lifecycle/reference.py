@@ -31,16 +31,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import artifacts
+from .. import artifacts, model_store
 from ..atomic import replace_text
 from ..config import FeaturesConfig
-from ..errors import DataError, ModelNotFoundError
+from ..config_base import PACKAGE
+from ..errors import DataError, ModelIntegrityError, ModelNotFoundError
 from ..features import raw_columns, to_model_frame
 from ..inputs import MISSING_CATEGORY
 from ..mlops_config import MlopsConfig
 from ..outputs import Outputs
 from ..scoring import load_predictor
-from ..settings import PACKAGE
 from .drift import (
     BINARY,
     MULTICLASS,
@@ -175,7 +175,7 @@ def read_reference(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ModelNotFoundError(f"drift reference {path} is missing: {rebuild}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelNotFoundError(
+        raise ModelIntegrityError(
             f"drift reference {path} cannot be read ({exc}): {rebuild}"
         ) from None
     missing = [
@@ -184,7 +184,7 @@ def read_reference(path: Path) -> dict[str, Any]:
         if not isinstance(reference, dict) or key not in reference
     ]
     if missing:
-        raise ModelNotFoundError(
+        raise ModelIntegrityError(
             f"drift reference {path} is not a reference (no {', '.join(missing)}): {rebuild}"
         )
     result: dict[str, Any] = reference
@@ -194,7 +194,7 @@ def read_reference(path: Path) -> dict[str, Any]:
 
 
 def _holdout_rows(frame: pd.DataFrame, model_dir: Path, id_column: str) -> pd.DataFrame:
-    holdout_ids = set(artifacts.read_json(model_dir / artifacts.HOLDOUT_FILE))
+    holdout_ids = set(model_store.read_json(model_dir / artifacts.HOLDOUT_FILE))
     rows = frame[frame[id_column].isin(holdout_ids)]
     if rows.empty:
         raise DataError(

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .. import artifacts
+from .. import artifacts, model_store
 from ..config import FeaturesConfig
-from ..errors import ModelNotFoundError, TrackingError
+from ..errors import ModelError, ModelNotFoundError, TrackingError
 from ..errortext import first_line
 from ..mlops_config import MlopsConfig
 from .reference import REFERENCE_FILE, build_reference, write_reference
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 BUNDLE_PATH = "serving"  # artifact path of the bundle inside the training run
 BUNDLE_FILES = (
-    artifacts.METADATA_FILE,
+    model_store.METADATA_FILE,
     artifacts.ONNX_FILE,
     artifacts.HOLDOUT_FILE,
     REFERENCE_FILE,
@@ -76,7 +76,7 @@ def registry_errors(cfg: MlopsConfig, doing: str) -> Iterator[None]:
     """Turn an MLflow failure into one ``TrackingError`` line naming the registry."""
     try:
         yield
-    except (ModelNotFoundError, TrackingError):
+    except (ModelError, TrackingError):
         raise
     except Exception as exc:
         raise TrackingError(
@@ -99,7 +99,7 @@ def register_training(cfg: MlopsConfig, result: TrainResult, frame: pd.DataFrame
     name = cfg.registry.model_name
     with tempfile.TemporaryDirectory() as scratch:
         bundle = Path(scratch)
-        for file in (artifacts.METADATA_FILE, artifacts.ONNX_FILE, artifacts.HOLDOUT_FILE):
+        for file in (model_store.METADATA_FILE, artifacts.ONNX_FILE, artifacts.HOLDOUT_FILE):
             shutil.copy2(result.model_dir / file, bundle / file)
         write_reference(build_reference(cfg, frame, result.model_dir), bundle / REFERENCE_FILE)
         with registry_errors(cfg, f"register model {metadata.version}"):
@@ -224,7 +224,7 @@ def fetched(cfg: MlopsConfig, version: ModelVersion) -> Iterator[Path]:
                 "it was not registered by this project's `train`"
             )
         metadata = artifacts.load_metadata(bundle)
-        if artifacts.sha256_file(bundle / artifacts.ONNX_FILE) != metadata.onnx_sha256:
+        if model_store.sha256_file(bundle / artifacts.ONNX_FILE) != metadata.onnx_sha256:
             raise ModelNotFoundError(
                 f"registry version {version.version}: model.onnx does not match its metadata"
             )

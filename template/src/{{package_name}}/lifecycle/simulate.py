@@ -45,11 +45,12 @@ import numpy as np
 import pandas as pd
 
 from ..config import MAX_CATEGORY_LENGTH, NumericFeature
+from ..config_base import PACKAGE
 from ..data.coerce import boolean_value, parse_datetimes, unreadable_datetimes
 from ..data.extract import iter_source_query
 from ..errors import ProjectError
 from ..mlops_config import MlopsConfig
-from ..settings import PACKAGE
+from ..records import api_records
 from .shifts import CATEGORY_SHARE, EXTRA_MISSING, NUMERIC_SHIFTED, SHIFT_SD
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def build_traffic(cfg: MlopsConfig, *, rows: int, drift: bool, seed: int) -> Tra
     shifts: dict[str, str] = {}
     if drift:
         sample, shifts = drift_frame(sample, cfg, np.random.default_rng(seed + 1))
-    return Traffic(_to_records(sample, cfg), accepted, refused, shifts)
+    return Traffic(api_records(sample, cfg.features), accepted, refused, shifts)
 
 
 def sample_scoring_rows(
@@ -404,32 +405,6 @@ def _bounds(feature: NumericFeature) -> tuple[float, float]:
     if feature.dtype == "int":
         low, high = float(math.ceil(low)), float(math.floor(high))
     return low, high
-
-
-def _to_records(frame: pd.DataFrame, cfg: MlopsConfig) -> list[dict[str, Any]]:
-    """JSON-ready records from ``normalized`` values: an int feature as a JSON integer (the
-    API is strict), NaN as None."""
-    columns: dict[str, list[Any]] = {}
-    for feature in cfg.features.numeric:
-        cast = int if feature.dtype == "int" else float
-        columns[feature.name] = [
-            None if math.isnan(value) else cast(value)
-            for value in frame[feature.name].to_numpy(dtype=np.float64).tolist()
-        ]
-    for name in [f.name for f in cfg.features.categorical] + [f.name for f in cfg.features.text]:
-        columns[name] = [value if isinstance(value, str) else None for value in frame[name]]
-    for boolean in cfg.features.boolean:
-        columns[boolean.name] = [
-            None if math.isnan(value) else bool(value)
-            for value in frame[boolean.name].to_numpy(dtype=np.float64).tolist()
-        ]
-    for stamp in cfg.features.datetime:
-        columns[stamp.name] = [
-            value if isinstance(value, str) else None for value in frame[stamp.name]
-        ]
-    columns = {name: columns[name] for name in cfg.features.names}  # the API's field order
-    names = list(columns)
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def _numbers(predictions: list[Any]) -> list[float]:

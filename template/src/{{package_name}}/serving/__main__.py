@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from ..config import load_config
+from ..config_base import PACKAGE
 from ..errors import ProjectError
-from ..settings import PACKAGE
 from .server import run_server
 
 

@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from .. import __version__, artifacts
+from .. import __version__, artifacts, model_store
 from ..config import Config, FeaturesConfig, project_module
 from ..errors import ProjectError
 from ..scoring import Predictor
@@ -77,7 +77,7 @@ def create_model_dir_app(cfg: Config, predictor_factory: PredictorFactory | None
     task: str = cfg.task
     problem = "model is loading"
     try:
-        model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.pinned_version)
+        model_dir = model_store.resolve_model_dir(cfg.paths.models_dir, cfg.serving.pinned_version)
         served = artifacts.load_metadata(model_dir)
         features, task = served.features, served.task
     except ProjectError as exc:
@@ -202,5 +202,8 @@ def _score(
     """Score validated rows; plain dicts, in the shape of the task's prediction model."""
     scores = predictor.predict_records(rows)
     outputs = predictor.outputs
-    metrics.count_predictions(outputs.counts(scores))
+    if outputs.is_classifier:
+        metrics.count_predictions(outputs.counts(scores))
+    else:
+        metrics.observe_values(scores.tolist())
     return outputs.records(scores, predictor.metadata.version)

@@ -35,18 +35,18 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from prometheus_client import Counter
 
-from .. import artifacts
+from .. import artifacts, model_store
+from ..config_base import PACKAGE
 from ..errors import ModelNotFoundError, ProjectError
 from ..errortext import first_line
 from ..mlops_config import MlopsConfig
-from ..settings import PACKAGE
 from .core import ModelState, public_reason
 from .observability import ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
 # What the service needs from a bundle; holdout.json and reference.json stay in the registry.
-SERVING_FILES = (artifacts.METADATA_FILE, artifacts.ONNX_FILE)
+SERVING_FILES = (model_store.METADATA_FILE, artifacts.ONNX_FILE)
 HTTP_TIMEOUT_S = 10.0
 
 
@@ -263,12 +263,12 @@ def bundle_problem(directory: Path) -> str | None:
         metadata = artifacts.load_metadata(directory)
     except ProjectError as exc:
         logger.warning("unreadable model metadata: %s", exc)
-        return f"{artifacts.METADATA_FILE} is not valid model metadata"
-    onnx_sha = artifacts.sha256_file(directory / artifacts.ONNX_FILE)
+        return f"{model_store.METADATA_FILE} is not valid model metadata"
+    onnx_sha = model_store.sha256_file(directory / artifacts.ONNX_FILE)
     if onnx_sha != metadata.onnx_sha256:
         return (
             f"{artifacts.ONNX_FILE} (sha256 {onnx_sha[:12]}) does not match the checksum in "
-            f"its {artifacts.METADATA_FILE} ({metadata.onnx_sha256[:12]})"
+            f"its {model_store.METADATA_FILE} ({metadata.onnx_sha256[:12]})"
         )
     return None
 

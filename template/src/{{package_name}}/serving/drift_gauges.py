@@ -15,9 +15,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import Engine, inspect, select
 
+from ..dburl import sqlite_file
 from ..errortext import typed_first_line
 from ..mlops_config import PredictionLogConfig
-from ..prediction_store import make_engine, safe_url, sqlite_file, store_tables
+from ..prediction_store import make_engine, safe_url, store_tables
 from .warning_throttle import WarningThrottle
 
 logger = logging.getLogger(__name__)

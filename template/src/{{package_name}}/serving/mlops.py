@@ -29,9 +29,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from .. import __version__
+from ..config_base import PACKAGE
 from ..mlops_config import MlopsConfig
 from ..prediction_store import answer_score
-from ..settings import PACKAGE
 from .app import add_model_routes, service_title
 from .champion import RegistryReader, Reloader
 from .core import ModelState, create_service

@@ -11,10 +11,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,14 +57,31 @@ class ServiceMetrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # One child per predicted class (a model has at most config's MAX_CLASSES of them).
         self._by_class: dict[str, Any] = {}
+        # Made by the first regression answer: a classifier's service exports no empty series.
+        self._values: Summary | None = None
 
     def count_predictions(self, counts: Mapping[str, int]) -> None:
-        """Add one scored request's predicted classes to ``predictions_total``."""
+        """Add one scored request's predicted classes to ``predictions_total`` (a classifier;
+        a regression model's answers go to ``observe_values``)."""
         for label, n in counts.items():
             child = self._by_class.get(label)
             if child is None:
                 child = self._by_class[label] = self.predictions.labels(label)
             child.inc(n)
+
+    def observe_values(self, values: Iterable[float]) -> None:
+        """Add one scored request's predicted values (a regression model) to the summary
+        ``predicted_value``: its ``_count`` and ``_sum`` give the rate and the mean prediction
+        over any window, which is what drifts when the inputs do."""
+        if self._values is None:
+            self._values = Summary(
+                "predicted_value",
+                "Values predicted by the regression model",
+                registry=self.registry,
+            )
+        observe = self._values.observe
+        for value in values:
+            observe(value)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count and time one request (label children cached: ``labels()`` is not free)."""

@@ -4,7 +4,7 @@ processes, one per core). Shared by ``python -m <package> serve`` and ``python -
 
 uvicorn alone holds a connection as long as the client likes while it sends its request, and on
 SIGTERM closes connections whose request it has not read yet. The protocol here adds what a
-production service needs (limits from the ``serving`` config, see ``settings.ServerSettings``):
+production service needs (limits from the ``serving`` config, see ``config_base.ServerSettings``):
 
 - a request's headers must arrive within ``header_timeout_s`` (counted from its first byte, or
   from connecting for the first request) and be at most ``max_header_bytes``; its body within
@@ -35,8 +35,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..config import Config
+from ..config_base import ServerSettings
 from ..logging_config import configure_logging
-from ..settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..atomic import new_partial_file
 from ..config import DataConfig
 from ..errors import DataError
 from ..imaging import IMAGE_SUFFIXES, decode_image
-from ..versioning import new_partial_file
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("path", "label", "split")

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import DataConfig
+from ..config_base import PACKAGE
 from ..errors import DataError, DataValidationError
 from ..imaging import decode_image
-from ..settings import PACKAGE
 from .dataset import (
     SPLITS,
     ManifestRow,

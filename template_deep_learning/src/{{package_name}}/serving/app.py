@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from .. import __version__, artifacts
+from .. import __version__, artifacts, model_store
 from ..config import Config, ServingConfig
 from ..errors import DataError, ProjectError
 from ..imaging import FORMAT_NAMES, ImageTooLargeError, decode_image, encode_png, read_header
@@ -96,7 +96,7 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
     channels: int = cfg.data.channels
     problem = "model is loading"
     try:
-        model_dir = artifacts.resolve_model_dir(cfg.paths.models_dir, cfg.serving.pinned_version)
+        model_dir = model_store.resolve_model_dir(cfg.paths.models_dir, cfg.serving.pinned_version)
         model_metadata = artifacts.load_metadata(model_dir)
         image_size, channels = model_metadata.image_size, model_metadata.channels
     except ProjectError as exc:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .. import artifacts
-from ..errors import ModelNotFoundError
+from ..errors import ModelIntegrityError, ModelNotFoundError
 from ..ortsession import create_session
 
 
@@ -45,18 +45,18 @@ class OnnxPredictor:
         model = path.read_bytes()
         # Hash the bytes that are loaded, not the file a second time: no window for a swap.
         if hashlib.sha256(model).hexdigest() != self.metadata.onnx_sha256:
-            raise ModelNotFoundError(
+            raise ModelIntegrityError(
                 f"{path} does not match the checksum in its metadata: the file was changed or "
                 "damaged after training; retrain or restore it"
             )
         try:
             self._session = create_session(model)
         except Exception as exc:  # ONNX Runtime raises its own error types for bad graphs
-            raise ModelNotFoundError(f"the ONNX model {path} cannot be loaded: {exc}") from None
+            raise ModelIntegrityError(f"the ONNX model {path} cannot be loaded: {exc}") from None
         inputs = [i.name for i in self._session.get_inputs()]
         outputs = [o.name for o in self._session.get_outputs()]
         if artifacts.ONNX_INPUT not in inputs or artifacts.ONNX_OUTPUT not in outputs:
-            raise ModelNotFoundError(
+            raise ModelIntegrityError(
                 f"{path} has inputs {inputs} and outputs {outputs}; expected an input "
                 f"'{artifacts.ONNX_INPUT}' and an output '{artifacts.ONNX_OUTPUT}'"
             )
@@ -70,12 +70,12 @@ class OnnxPredictor:
         try:
             probabilities = self.predict(np.zeros((1, *self.input_shape), dtype=np.float32))
         except Exception as exc:  # ONNX Runtime's own error types
-            raise ModelNotFoundError(
+            raise ModelIntegrityError(
                 f"{path} cannot score a {'x'.join(map(str, self.input_shape))} image as its "
                 f"metadata describes: {exc}"
             ) from None
         if probabilities.shape != (1, n_classes):
-            raise ModelNotFoundError(
+            raise ModelIntegrityError(
                 f"{path} returns {probabilities.shape[-1]} scores per image but its metadata "
                 f"lists {n_classes} classes"
             )

@@ -1,27 +1,30 @@
-"""Versioned artifact directories shared by every project type: ``<models_dir>/<version>/``
-written through a temporary directory and renamed into place, and a ``LATEST`` pointer replaced
-atomically afterwards, so a failed or interrupted run never changes what is being served.
-Standard library only: the service imports it.
+"""The model store shared by every project type: ``<models_dir>/<version>/`` directories,
+each written through a temporary directory and renamed into place, a ``LATEST`` pointer
+replaced atomically afterwards (so a failed or interrupted run never changes what is being
+served), and each version's ``metadata.json``, validated by the project type's own model.
+Pydantic and the standard library only: the service imports it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import ModelNotFoundError
-from .settings import PACKAGE
+from pydantic import BaseModel, ValidationError
+
+from .atomic import publish_directory, replace_text
+from .config_base import PACKAGE
+from .errors import ModelIntegrityError, ModelNotFoundError
 
 METADATA_FILE = "metadata.json"
 LATEST_FILE = "LATEST"
+
+Metadata = TypeVar("Metadata", bound=BaseModel)
 
 
 def new_version(data_fingerprint: str, now: datetime | None = None) -> str:
@@ -41,40 +44,11 @@ def sha256_file(path: Path) -> str:
 def publish(models_dir: Path, version: str, write: Callable[[Path], None]) -> Path:
     """Let ``write`` fill a fresh directory, then move it to ``models_dir/version`` and point
     ``LATEST`` at it. Nothing visible changes unless ``write`` succeeds."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=models_dir))
-    try:
-        # mkdtemp makes the directory private (0700); a published model must stay readable by
-        # the service's user (a mounted volume, a container running as another uid).
-        staging.chmod(0o755)
-        write(staging)
-        final = models_dir / version
-        staging.replace(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _atomic_write_text(models_dir / LATEST_FILE, version + "\n")
+    # Readable by all: a published model must stay readable by the service's user (a mounted
+    # volume, a container running as another uid).
+    final, _ = publish_directory(models_dir, version, write, prefix=f".{version}.")
+    replace_text(models_dir / LATEST_FILE, version + "\n")
     return final
-
-
-def new_partial_file(target: Path) -> Path:
-    """A new, empty, uniquely named file beside ``target`` to write into and then move over it:
-    never a file that already exists (a user's ``<name>.partial`` included). Readable by all,
-    like the result it becomes (mkstemp files are private)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(handle)
-    partial = Path(name)
-    partial.chmod(0o644)
-    return partial
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    Path(tmp).chmod(0o644)  # mkstemp files are private; the pointer must be readable too
-    Path(tmp).replace(path)
 
 
 def resolve_model_dir(models_dir: Path, version: str | None = None) -> Path:
@@ -110,3 +84,26 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def write_metadata(model_dir: Path, metadata: BaseModel) -> None:
+    """Write a version's ``metadata.json`` (inside the staging directory of ``publish``)."""
+    text = json.dumps(metadata.model_dump(mode="json"), indent=2) + "\n"
+    (model_dir / METADATA_FILE).write_text(text, encoding="utf-8")
+
+
+def load_metadata(model_dir: Path, model: type[Metadata]) -> Metadata:
+    """Read ``metadata.json`` and validate it with ``model`` (the project type's metadata):
+    a damaged file is reported in one line, never half-used."""
+    path = model_dir / METADATA_FILE
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{path} is missing") from None
+    except ValidationError as exc:
+        # Locations and messages only: the error's input (the file's bytes) stays out of it.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'file'}: {error['msg']}"
+            for error in exc.errors(include_input=False)[:3]
+        )
+        raise ModelIntegrityError(f"{path} is not valid model metadata ({problems})") from None

@@ -1,0 +1,1 @@
+../../../template/src/{{package_name}}/model_store.py

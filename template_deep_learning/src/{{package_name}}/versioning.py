@@ -1,1 +1,0 @@
-../../../template/src/{{package_name}}/versioning.py
