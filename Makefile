@@ -44,6 +44,7 @@ lint: $(PY)
 	$(PY) -m ruff check hooks tests docs scripts
 	$(PY) -m ruff format --check hooks tests docs scripts
 	$(PY) -m ruff check --config scripts/ruff-template-trees.toml $(TEMPLATE_PYTHON)
+	$(PY) -m ruff check --config scripts/ruff-template-trees.toml --target-version py313 $(TEMPLATE_PYTHON)
 	$(PY) -m ruff format --check --config scripts/ruff-template-trees.toml $(TEMPLATE_PYTHON)
 
 # Every rendered project ships a uv.lock: one per project type and Python version, kept in

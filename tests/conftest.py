@@ -176,6 +176,39 @@ def run(
     return result
 
 
+def copy_working_tree(destination: Path) -> None:
+    """The template as git sees it (tracked and untracked-but-not-ignored files), links kept:
+    what a release made from this working tree would hold."""
+    listed = run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=TEMPLATE_ROOT,
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        source = TEMPLATE_ROOT / name
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the working tree, not yet committed
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A variant of ``ALL_VARIANTS`` rendered for static checks only, on first use (the
+    session's renders also run pipelines, which add data, models and reports)."""
+    root = tmp_path_factory.mktemp("fresh")
+    projects: dict[str, Path] = {}
+
+    def get(variant: str) -> Path:
+        if variant not in projects:
+            projects[variant] = render(root / variant, ALL_VARIANTS[variant])
+        return projects[variant]
+
+    return get
+
+
 def project_env(project: Path, *, installed: bool = False) -> dict[str, str]:
     """Environment for running a rendered project's commands with the shared interpreter.
 
@@ -229,7 +262,9 @@ def uv_sync(project: Path, env_dir: Path, *args: str) -> None:
         "UV_PYTHON_DOWNLOADS": "never",  # the machine's own interpreters only
         "VIRTUAL_ENV": "",
     }
-    command = [str(UV), "sync", "--locked", "--no-editable", "--quiet", *args]
+    # Compiled now, as pip does: the projects' commands run with PYTHONDONTWRITEBYTECODE, so
+    # without .pyc files every process would compile MLflow, pandas and scikit-learn again.
+    command = [str(UV), "sync", "--locked", "--no-editable", "--compile-bytecode", "--quiet", *args]
     run(command, cwd=project, env=env, timeout=1200)
 
 

@@ -35,6 +35,7 @@ from conftest import (
     FORMAT_VARIANTS,
     RUN_VARIANTS,
     TEMPLATE_ROOT,
+    copy_working_tree,
     project_env,
     render,
     run,
@@ -58,21 +59,6 @@ CUSTOM_ANSWERS = {
     "author_email": "grace.hopper@navy.example",
 }
 CI_BY_TYPE = {"classical": "gitlab", "mlops": "github", "deep_learning": "github"}
-
-
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """A variant rendered for these checks only, on first use (the session's renders also run
-    pipelines, which add data, models and reports)."""
-    root = tmp_path_factory.mktemp("checks")
-    projects: dict[str, Path] = {}
-
-    def get(variant: str) -> Path:
-        if variant not in projects:
-            projects[variant] = render(root / variant, ALL_VARIANTS[variant])
-        return projects[variant]
-
-    return get
 
 
 def project_files(project: Path) -> list[Path]:
@@ -616,15 +602,7 @@ def template_versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
     answers file of a project rendered from v1.0.0 (its ``_src_path`` is the copy's URL)."""
     root = tmp_path_factory.mktemp("drift")
     repo = root / "copier-ml"
-    listed = run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=TEMPLATE_ROOT,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = TEMPLATE_ROOT / name
-        if source.is_symlink() or source.is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name, follow_symlinks=False)
+    copy_working_tree(repo)
     git = ["git", "-c", "user.name=copier-ml tests", "-c", "user.email=tests@copier-ml.invalid"]
     run([*git, "init", "--quiet"], cwd=repo)
     run([*git, "add", "--all"], cwd=repo)

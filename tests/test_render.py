@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,22 +192,14 @@ def project_files(project: Path) -> set[str]:
     }
 
 
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every variant rendered just for the static checks here (the session's renders are also
-    used to run pipelines, which add data, models and reports)."""
-    root = tmp_path_factory.mktemp("fresh")
-    return {name: render(root / name, answers) for name, answers in ALL_VARIANTS.items()}
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_render_variant_has_exact_file_set(fresh: Callable[[str], Path], variant: str) -> None:
+    assert project_files(fresh(variant)) == expected_files(ALL_VARIANTS[variant])
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
-def test_render_variant_has_exact_file_set(fresh: dict[str, Path], variant: str) -> None:
-    assert project_files(fresh[variant]) == expected_files(ALL_VARIANTS[variant])
-
-
-@pytest.mark.parametrize("variant", ALL_VARIANTS)
-def test_render_variant_has_no_leftover_jinja(fresh: dict[str, Path], variant: str) -> None:
-    project = fresh[variant]
+def test_render_variant_has_no_leftover_jinja(fresh: Callable[[str], Path], variant: str) -> None:
+    project = fresh(variant)
     leftovers = [
         f"{name}:{number}: {line.strip()}"
         for name in sorted(project_files(project))
@@ -229,14 +222,14 @@ LINT_VARIANTS = [variant for variant in ALL_VARIANTS if variant not in FORMAT_VA
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", LINT_VARIANTS)
 def test_render_variant_lints_and_type_checks(
-    fresh: dict[str, Path],
+    fresh: Callable[[str], Path],
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     variant: str,
 ) -> None:
     """ruff check, ruff format --check and mypy, as `make lint` runs them, with an interpreter
     that has the project type's dependencies."""
-    project = fresh[variant]
+    project = fresh(variant)
     deep_learning = ALL_VARIANTS[variant].get("project_type") == "deep_learning"
     python: Path = request.getfixturevalue("dl_python" if deep_learning else "project_python")
     env = project_env(project)
@@ -372,3 +365,26 @@ def test_template_modules_lint_in_place_without_jinja() -> None:
     assert [p for p in modules if JINJA_MARKERS.search(p.read_text(encoding="utf-8"))] == []
     result = run(["make", "lint"], cwd=TEMPLATE_ROOT, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tree", TEMPLATE_TREES)
+def test_template_modules_type_check_in_place(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tree: str
+) -> None:
+    """mypy checks the template's own package files before rendering (through a link with a
+    valid package name), with the rendered projects' settings and the project type's
+    dependencies: a module that only type-checks once rendered would fail here."""
+    deep_learning = tree == "template_deep_learning"
+    python: Path = request.getfixturevalue("dl_python" if deep_learning else "project_python")
+    root = tmp_path_factory.mktemp(f"in-place-{tree}")
+    (root / "src").mkdir()
+    package = TEMPLATE_ROOT / tree / "src" / "{{package_name}}"
+    (root / "src" / "template_package").symlink_to(package)
+    cache = tmp_path_factory.getbasetemp() / f"mypy-{'dl' if deep_learning else 'tabular'}"
+    command = [str(python), "-m", "mypy", "--python-version", "3.11", "--ignore-missing-imports"]
+    command += ["--no-warn-unused-ignores", "--cache-dir", str(cache), "-p", "template_package"]
+    env = {**project_env(root), "MYPYPATH": str(root / "src")}
+    result = run(command, cwd=root, env=env, check=False)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Success" in result.stdout

@@ -10,7 +10,6 @@ the default port). A project is rendered from v0.1.0, committed, edited the way 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TEMPLATE_ROOT, project_env, run
+from conftest import copy_working_tree, project_env, run
 
 OLD, NEW = "v0.1.0", "v0.2.0"
 TREES = ("template", "template_deep_learning")
@@ -31,20 +30,6 @@ GIT_USER = ["-c", "user.name=Test User", "-c", "user.email=test@example.com"]
 
 def git(cwd: Path, *args: str) -> str:
     return run(["git", *GIT_USER, *args], cwd=cwd).stdout
-
-
-def copy_working_tree(destination: Path) -> None:
-    """The template as git sees it (tracked and untracked-but-not-ignored files), links kept."""
-    listed = git(TEMPLATE_ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    for name in filter(None, listed.split("\0")):
-        source = TEMPLATE_ROOT / name
-        if not source.exists() and not source.is_symlink():
-            continue  # deleted in the working tree, not yet committed
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or target.exists():
-            target.unlink()
-        shutil.copy2(source, target, follow_symlinks=False)
 
 
 def edit(path: Path, old: str, new: str) -> None:

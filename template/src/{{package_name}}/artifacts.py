@@ -18,7 +18,7 @@ This module imports no scikit-learn at import time: the service reads metadata c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -81,7 +81,7 @@ class ModelMetadata(BaseModel):
 def load_metadata(model_dir: Path) -> ModelMetadata:
     """A version's ``metadata.json``, validated (``model_store.load_metadata`` with this
     project's metadata model)."""
-    return _load_metadata(model_dir, ModelMetadata)
+    return cast(ModelMetadata, _load_metadata(model_dir, ModelMetadata))
 
 
 def save_pipeline(pipeline: object, model_dir: Path) -> str:

@@ -14,9 +14,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
-
-Written = TypeVar("Written")
 
 
 def new_partial_file(target: Path) -> Path:
@@ -62,24 +59,23 @@ def replace_copy(source: Path, target: Path) -> None:
 def publish_directory(
     parent: Path,
     name: str | Callable[[], str],
-    write: Callable[[Path], Written],
+    write: Callable[[Path], None],
     *,
     prefix: str = ".partial-",
-) -> tuple[Path, Written]:
-    """Let ``write`` fill a new folder under ``parent``, then rename it to ``parent/name``:
-    nothing appears under that name unless ``write`` succeeded, and a failure leaves no folder
-    behind. ``name`` may be a function, called once the folder is written (to pick a free
-    name then). The folder is readable by all (mkdtemp folders are private); ``prefix`` starts
-    the hidden name it has while being written. Returns the final path and what ``write``
-    returned."""
+) -> Path:
+    """Let ``write`` fill a new folder under ``parent``, then rename it to ``parent/name`` and
+    return that path: nothing appears under that name unless ``write`` succeeded, and a failure
+    leaves no folder behind. ``name`` may be a function, called once the folder is written (to
+    pick a free name then). The folder is readable by all (mkdtemp folders are private);
+    ``prefix`` starts the hidden name it has while being written."""
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         staging.chmod(0o755)
-        written = write(staging)
+        write(staging)
         final = parent / (name() if callable(name) else name)
         staging.replace(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return final, written
+    return final

@@ -24,7 +24,7 @@ from .data.validate import validate_frame
 from .errors import DataError
 from .features import to_model_frame
 from .tasks import Target, Task, task_for
-from .tasks.base import Evaluation, markdown_table, plot
+from .tasks.base import Evaluation, Holdout, markdown_table, plot
 from .tasks.labels import known_target
 
 logger = logging.getLogger(__name__)
@@ -219,7 +219,8 @@ def evaluate(cfg: Config, version: str | None = None) -> EvaluationResult:
     features = to_model_frame(test, metadata.features)
     scores = task.scores(pipeline, features)
     ids = test[cfg.data.id_column].to_numpy()
-    evaluation = task.evaluation(target.y, scores, metadata.threshold, target, features, ids)
+    holdout = Holdout(target.y, scores, features, ids)
+    evaluation = task.evaluation(holdout, target, metadata.threshold)
     importance = importance_table(
         pipeline,
         features,

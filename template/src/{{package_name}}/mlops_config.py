@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, cast
 
 from pydantic import Field, field_validator, model_validator
 
@@ -149,12 +149,12 @@ class MlopsConfig(Config):
 
 def load_mlops_config(path: str | Path, environ: Mapping[str, str] | None = None) -> MlopsConfig:
     """``config.load_config`` typed for lifecycle code."""
-    raw = read_yaml(path)
-    return validate_config(MlopsConfig, raw, os.environ if environ is None else environ, path)
+    environ = os.environ if environ is None else environ
+    return cast(MlopsConfig, validate_config(MlopsConfig, read_yaml(path), environ, path))
 
 
 def mlops_config_from_dict(
     raw: Mapping[str, Any], environ: Mapping[str, str] | None = None, source: object = "<dict>"
 ) -> MlopsConfig:
     """``config.config_from_dict`` typed for lifecycle code (tests)."""
-    return validate_config(MlopsConfig, raw, environ, source)
+    return cast(MlopsConfig, validate_config(MlopsConfig, raw, environ, source))

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,8 +23,6 @@ from .errors import ModelIntegrityError, ModelNotFoundError
 
 METADATA_FILE = "metadata.json"
 LATEST_FILE = "LATEST"
-
-Metadata = TypeVar("Metadata", bound=BaseModel)
 
 
 def new_version(data_fingerprint: str, now: datetime | None = None) -> str:
@@ -46,7 +44,7 @@ def publish(models_dir: Path, version: str, write: Callable[[Path], None]) -> Pa
     ``LATEST`` at it. Nothing visible changes unless ``write`` succeeds."""
     # Readable by all: a published model must stay readable by the service's user (a mounted
     # volume, a container running as another uid).
-    final, _ = publish_directory(models_dir, version, write, prefix=f".{version}.")
+    final = publish_directory(models_dir, version, write, prefix=f".{version}.")
     replace_text(models_dir / LATEST_FILE, version + "\n")
     return final
 
@@ -92,9 +90,9 @@ def write_metadata(model_dir: Path, metadata: BaseModel) -> None:
     (model_dir / METADATA_FILE).write_text(text, encoding="utf-8")
 
 
-def load_metadata(model_dir: Path, model: type[Metadata]) -> Metadata:
-    """Read ``metadata.json`` and validate it with ``model`` (the project type's metadata):
-    a damaged file is reported in one line, never half-used."""
+def load_metadata(model_dir: Path, model: type[BaseModel]) -> BaseModel:
+    """Read ``metadata.json`` and validate it with ``model`` (the project type's metadata; the
+    result is an instance of it): a damaged file is reported in one line, never half-used."""
     path = model_dir / METADATA_FILE
     try:
         return model.model_validate_json(path.read_bytes())

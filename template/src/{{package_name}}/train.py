@@ -31,6 +31,7 @@ from .features import check_trainable, frequent_categories, raw_columns, to_mode
 from .model import build_pipeline
 from .model_store import git_commit
 from .tasks import Task, task_for
+from .tasks.base import Holdout
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
     threshold = task.tune_threshold(y_train[scored], oof[scored], cfg.training.threshold_metric)
     pipeline.fit(x_train, y_train)
     scores = task.scores(pipeline, x_test)
-    evaluation = task.evaluation(y_test, scores, threshold, target, x_test, ids_test)
+    evaluation = task.evaluation(Holdout(y_test, scores, x_test, ids_test), target, threshold)
     metrics = evaluation.metrics
     baseline = task.metrics(y_test, task.baseline_scores(y_train, len(y_test)), None)
     check_gate(cfg, metrics, baseline)

@@ -9,7 +9,7 @@ atomically, so a failed run never changes what is being served. No torch import 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,4 +47,4 @@ class ModelMetadata(BaseModel):
 def load_metadata(model_dir: Path) -> ModelMetadata:
     """A version's ``metadata.json``, validated (``model_store.load_metadata`` with this
     project's metadata model)."""
-    return _load_metadata(model_dir, ModelMetadata)
+    return cast(ModelMetadata, _load_metadata(model_dir, ModelMetadata))

@@ -71,10 +71,15 @@ def run_monitoring(
 def _publish(reports_dir: Path, now: datetime, write: Callable[[Path], list[str]]) -> list[Path]:
     """Let ``write`` fill a temporary folder, rename it to ``reports_dir/<UTC time>`` and copy
     its drift.json to ``latest.json``; nothing is visible unless everything was written."""
-    final, names = publish_directory(
+    names: list[str] = []
+
+    def fill(folder: Path) -> None:
+        names.extend(write(folder))
+
+    final = publish_directory(
         reports_dir,
         lambda: _free_name(reports_dir, f"{now:%Y%m%dT%H%M%SZ}").name,
-        write,
+        fill,
         prefix=".drift-",
     )
     latest = reports_dir / LATEST_FILE

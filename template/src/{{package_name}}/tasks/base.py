@@ -38,6 +38,17 @@ class Parity:
 
 
 @dataclass(frozen=True)
+class Holdout:
+    """The held-out rows an evaluation judges: their target (as ``Target.y`` reads it), the
+    model's scores for them, their raw feature columns and their ids."""
+
+    y: np.ndarray
+    scores: np.ndarray
+    inputs: pd.DataFrame
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """A task's judgement of one set of scores: the test metrics and the details behind them."""
 
@@ -78,17 +89,9 @@ class Task:
         """The decision threshold (binary classification only)."""
         return None
 
-    def evaluation(
-        self,
-        y: np.ndarray,
-        scores: np.ndarray,
-        threshold: float | None,
-        target: Target,
-        inputs: pd.DataFrame,
-        ids: np.ndarray,
-    ) -> Evaluation:
+    def evaluation(self, holdout: Holdout, target: Target, threshold: float | None) -> Evaluation:
         """Metrics plus the task's details (per-class tables, error deciles, ...)."""
-        return Evaluation(self.metrics(y, scores, threshold), {})
+        return Evaluation(self.metrics(holdout.y, holdout.scores, threshold), {})
 
     def plots(
         self,

@@ -30,7 +30,7 @@ from sklearn.metrics import (
 )
 
 from ..config import Config
-from .base import Evaluation, Parity, Target, Task, normalised, parity_report, plot
+from .base import Evaluation, Holdout, Parity, Target, Task, normalised, parity_report, plot
 from .labels import read_classes
 
 
@@ -137,18 +137,9 @@ class BinaryClassification(Task):
             f"FP {metrics['fp']:.0f}, FN {metrics['fn']:.0f}, TP {metrics['tp']:.0f}.\n"
         )
 
-    def evaluation(
-        self,
-        y: np.ndarray,
-        scores: np.ndarray,
-        threshold: float | None,
-        target: Target,
-        inputs: pd.DataFrame,
-        ids: np.ndarray,
-    ) -> Evaluation:
-        return Evaluation(
-            self.metrics(y, scores, threshold), {"positive_class": target.positive_class}
-        )
+    def evaluation(self, holdout: Holdout, target: Target, threshold: float | None) -> Evaluation:
+        metrics = self.metrics(holdout.y, holdout.scores, threshold)
+        return Evaluation(metrics, {"positive_class": target.positive_class})
 
     def parity(
         self, native: np.ndarray, exported: np.ndarray, threshold: float | None, tolerance: float

@@ -26,6 +26,7 @@ from sklearn.metrics import (
 from ..config import Config
 from .base import (
     Evaluation,
+    Holdout,
     Parity,
     Target,
     Task,
@@ -76,15 +77,8 @@ class MulticlassClassification(Task):
         prior = np.bincount(y_train, minlength=classes) / len(y_train)
         return np.tile(prior, (rows, 1))
 
-    def evaluation(
-        self,
-        y: np.ndarray,
-        scores: np.ndarray,
-        threshold: float | None,
-        target: Target,
-        inputs: pd.DataFrame,
-        ids: np.ndarray,
-    ) -> Evaluation:
+    def evaluation(self, holdout: Holdout, target: Target, threshold: float | None) -> Evaluation:
+        y, scores = holdout.y, holdout.scores
         classes = target.classes or list(range(scores.shape[1]))
         indices = list(range(len(classes)))
         predicted = scores.argmax(axis=1)

@@ -22,7 +22,16 @@ from sklearn.metrics import (
 
 from ..config import Config
 from ..errors import DataError
-from .base import Evaluation, Parity, Target, Task, markdown_table, parity_report, plot
+from .base import (
+    Evaluation,
+    Holdout,
+    Parity,
+    Target,
+    Task,
+    markdown_table,
+    parity_report,
+    plot,
+)
 
 LARGEST_ERRORS = 10
 DECILES = 10
@@ -80,15 +89,8 @@ class Regression(Task):
     def baseline_scores(self, y_train: np.ndarray, rows: int) -> np.ndarray:
         return np.full(rows, float(np.mean(y_train)))
 
-    def evaluation(
-        self,
-        y: np.ndarray,
-        scores: np.ndarray,
-        threshold: float | None,
-        target: Target,
-        inputs: pd.DataFrame,
-        ids: np.ndarray,
-    ) -> Evaluation:
+    def evaluation(self, holdout: Holdout, target: Target, threshold: float | None) -> Evaluation:
+        y, scores, inputs, ids = holdout.y, holdout.scores, holdout.inputs, holdout.ids
         error = scores - y
         bins = pd.qcut(pd.Series(scores).rank(method="first"), q=min(DECILES, len(y)), labels=False)
         deciles = [
