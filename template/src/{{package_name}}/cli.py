@@ -189,12 +189,22 @@ def predict(
     chunk_size: Annotated[
         int | None, typer.Option(min=1, help="Rows per chunk (default: data.chunk_size).")
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Add each row's SHAP contributions: top_<k>_feature/top_<k>_shap for the "
+            "evaluation.explain_top_k largest, and shap_<input> per input.",
+        ),
+    ] = False,
 ) -> None:
     """Batch-score a file or the scoring query, chunk by chunk."""
     from .predict import predict_batch
 
     cfg = _load(config)
-    summary = predict_batch(cfg, input, output, version=version, chunk_size=chunk_size)
+    summary = predict_batch(
+        cfg, input, output, version=version, chunk_size=chunk_size, explain=explain
+    )
     typer.echo(
         f"{summary.rows} rows scored in {summary.chunks} chunk(s) with model "
         f"{summary.model_version} ({summary.predictions}) -> {summary.output}"

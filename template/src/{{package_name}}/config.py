@@ -49,7 +49,9 @@ from .config_base import (
 )
 
 TaskName = Literal["binary_classification", "multiclass_classification", "regression"]
-ModelName = Literal["logistic_regression", "ridge", "random_forest", "hist_gradient_boosting"]
+ModelName = Literal[
+    "logistic_regression", "ridge", "random_forest", "hist_gradient_boosting", "lightgbm", "xgboost"
+]
 # A class label as the user's table has it: text, an integer or a boolean.
 Label = StrictBool | StrictInt | StrictStr
 CLASSIFICATION_TASKS = ("binary_classification", "multiclass_classification")
@@ -67,15 +69,12 @@ def as_label(value: object) -> Label:
     return str(value)
 
 
-# Which estimators serve which task (random forest and gradient boosting serve all three).
+# Which estimators serve which task (the forest and the boosted trees serve all three).
+TREE_MODELS = ("random_forest", "hist_gradient_boosting", "lightgbm", "xgboost")
 TASK_MODELS: dict[str, tuple[str, ...]] = {
-    "binary_classification": ("logistic_regression", "random_forest", "hist_gradient_boosting"),
-    "multiclass_classification": (
-        "logistic_regression",
-        "random_forest",
-        "hist_gradient_boosting",
-    ),
-    "regression": ("ridge", "random_forest", "hist_gradient_boosting"),
+    "binary_classification": ("logistic_regression", *TREE_MODELS),
+    "multiclass_classification": ("logistic_regression", *TREE_MODELS),
+    "regression": ("ridge", *TREE_MODELS),
 }
 # Every test metric a task reports, and whether higher ("max") or lower ("min") is better.
 # Quality gates and the registry's promotion gate may use any of them.
@@ -389,9 +388,80 @@ class TrainingConfig(Frozen):
 
 
 class EvaluationConfig(Frozen):
-    """How much work evaluation spends on permutation importance."""
+    """How much work evaluation spends on explanations, and how it slices the errors.
+
+    ``shap_rows``: test rows SHAP explains (a seeded sample when there are more; the report
+    says how many); ``shap_max_features``: inputs shown in the SHAP plots and table (the most
+    important first); ``shap_dependence_plots``: dependence plots for the top inputs;
+    ``explain_top_k``: contributing inputs per row that ``predict --explain`` adds;
+    ``slice_bins``: quantile bins of each top numeric input in the error analysis;
+    ``slice_min_rows``: slices smaller than this are listed but never flagged as worst.
+    """
 
     permutation_repeats: Annotated[int, Field(ge=1)] = 5
+    shap_rows: Annotated[int, Field(ge=10, le=100_000)] = 500
+    shap_max_features: Annotated[int, Field(ge=1, le=200)] = 20
+    shap_dependence_plots: Annotated[int, Field(ge=0, le=20)] = 3
+    explain_top_k: Annotated[int, Field(ge=1, le=50)] = 3
+    slice_bins: Annotated[int, Field(ge=2, le=20)] = 4
+    slice_min_rows: Annotated[int, Field(ge=1)] = 30
+
+
+class SearchRange(Frozen):
+    """Where ``tune`` searches one hyper-parameter: numbers from ``low`` to ``high`` (integers
+    when both ends are integers; ``log: true`` samples evenly in orders of magnitude, for rates
+    and penalties; ``step`` for a grid), or one of ``choices``."""
+
+    low: StrictInt | float | None = None
+    high: StrictInt | float | None = None
+    log: bool = False
+    step: Annotated[float, Field(gt=0)] | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices is empty: list at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (a range) or choices (a list)")
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low {self.low} is not below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (it is {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("log: true and step cannot be combined")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        """Whether the range is over integers (both ends written as integers)."""
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+
+class TuningConfig(Frozen):
+    """Hyper-parameter search (``tune``) and the leaderboard (``tune --compare``).
+
+    ``trials`` and ``timeout_minutes`` bound one ``tune`` run (per worker process; whichever
+    comes first). The objective is ``metric`` (a cross-validation metric of the task; default
+    the task's first: roc_auc, accuracy or rmse) on the training split only. ``storage`` is the
+    Optuna storage URL the study lives in: every process or machine pointed at the same URL
+    works on the same study. ``search_space`` replaces the shipped range of a parameter, per
+    estimator (``tune`` checks the names against the estimator). ``compare``: the estimators
+    the leaderboard fits (default: every estimator of the task).
+    """
+
+    trials: Annotated[int, Field(ge=1)] = 30
+    timeout_minutes: Annotated[float, Field(gt=0)] | None = 30
+    metric: str | None = None
+    storage: str = "sqlite:///optuna.db"
+    study_name: str | None = None
+    pruning: bool = True
+    search_space: dict[ModelName, dict[str, SearchRange]] = Field(default_factory=dict)
+    compare: list[ModelName] = Field(default_factory=list)
 
 
 class ServingConfig(ServerSettings):
@@ -420,7 +490,7 @@ class Config(Frozen):
     """The whole project configuration."""
 
     # The sections a deployment may override from the environment.
-    env_sections: ClassVar[tuple[str, ...]] = OVERRIDABLE_SECTIONS
+    env_sections: ClassVar[tuple[str, ...]] = (*OVERRIDABLE_SECTIONS, "tuning")
 
     project: str = "project"
     task: TaskName = "binary_classification"
@@ -429,6 +499,7 @@ class Config(Frozen):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    tuning: TuningConfig = TuningConfig()
     tracking: TrackingConfig = TrackingConfig()
     serving: ServingConfig = ServingConfig()
     paths: PathsConfig = PathsConfig()
@@ -454,6 +525,12 @@ class Config(Frozen):
             raise ValueError(
                 f"training.order_column {self.training.order_column} is the target or a leaky "
                 "column: order rows by when they were observed (e.g. a date)"
+            )
+        wrong = [name for name in self.tuning.compare if name not in TASK_MODELS[self.task]]
+        if wrong:
+            raise ValueError(
+                f"tuning.compare: {', '.join(wrong)} does not do {self.task}: choose from "
+                f"{', '.join(TASK_MODELS[self.task])}"
             )
         gate = self.training.gate
         if gate is not None:

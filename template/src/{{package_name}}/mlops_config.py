@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, cast
 from pydantic import Field, field_validator, model_validator
 
 from .config import TASK_METRICS, Config, ServingConfig, validate_config
-from .config_base import OVERRIDABLE_SECTIONS, Frozen, read_yaml
+from .config_base import Frozen, read_yaml
 
 
 class MlopsServingConfig(ServingConfig):
@@ -120,7 +120,7 @@ class MlopsConfig(Config):
     """The whole MLOps project configuration."""
 
     env_sections: ClassVar[tuple[str, ...]] = (
-        *OVERRIDABLE_SECTIONS,
+        *Config.env_sections,
         "registry",
         "prediction_log",
         "monitoring",
