@@ -76,10 +76,10 @@ RENDER_ONLY_VARIANTS: dict[str, dict[str, Any]] = {
     },
     # The default MLOps project is run end to end in test_mlops.py.
     "mlops": {"project_type": "mlops"},
-    "mlops-hgb-gitlab-apache-py313": {
+    "mlops-lightgbm-gitlab-apache-py313": {
         "project_type": "mlops",
         "project_name": "Credit Risk Ops",
-        "model": "hist_gradient_boosting",
+        "model": "lightgbm",
         "ci": "gitlab",
         "license": "Apache-2.0",
         "python_version": "3.13",

@@ -239,6 +239,11 @@ def test_mlops_compose_stack_is_consistent(mlops_project: Path) -> None:
     api_env = json.dumps(services["api"].get("environment", {}))
     assert "MLFLOW_TRACKING_URI" in api_env
     assert f"{ENV_PREFIX}_PREDICTION_LOG__URL" in api_env
+    # `tune` in the stack: the trainer's study lives in the stack's PostgreSQL (its own database).
+    trainer_env = json.dumps(services["trainer"]["environment"])
+    assert f"{ENV_PREFIX}_TUNING__STORAGE" in trainer_env
+    assert "@postgres:5432/optuna" in trainer_env
+    assert "CREATE DATABASE optuna" in (mlops_project / "deploy" / "postgres-init.sql").read_text()
     prometheus = yaml.safe_load((mlops_project / "deploy" / "prometheus.yml").read_text())
     targets = json.dumps(prometheus["scrape_configs"])
     assert "api:8000" in targets

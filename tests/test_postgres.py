@@ -139,3 +139,34 @@ def test_sample_refuses_postgres_database_with_user_table(
     assert "users_own" in result.stderr, "names the database"
     after = run([str(project_python), "-c", count, users_url], cwd=tmp_path, env=env).stdout
     assert after.strip() == "Ada,Grace", "the user's table is untouched"
+
+
+def test_tune_workers_share_one_study_on_postgres(
+    pipelines: Pipelines, project_python: Path, postgres_url: str, tmp_path: Path
+) -> None:
+    project, package = pipelines["defaults"].project, pipelines["defaults"].package
+    env = project_env(project, installed=True)
+    env.update(
+        {
+            f"{package.upper()}_TUNING__STORAGE": postgres_url,
+            f"{package.upper()}_TRACKING__ENABLED": "false",
+        }
+    )
+
+    run(
+        [str(project_python), "-m", package, "tune", "--trials", "4", "--workers", "2"],
+        cwd=project,
+        env=env,
+    )
+
+    # Two processes wrote one study: four distinct trial numbers, from two workers.
+    check = (
+        "import optuna, sys\n"
+        "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "(summary,) = optuna.get_all_study_summaries(storage=sys.argv[1])\n"
+        "study = optuna.load_study(study_name=summary.study_name, storage=sys.argv[1])\n"
+        "print(sorted(t.number for t in study.trials), "
+        "len({t.user_attrs['worker'] for t in study.trials}))\n"
+    )
+    result = run([str(project_python), "-c", check, postgres_url], cwd=tmp_path, env=env)
+    assert result.stdout.split() == ["[0,", "1,", "2,", "3]", "2"]

@@ -43,7 +43,7 @@ def copier_cli(dst: Path, *answers: str) -> subprocess.CompletedProcess[str]:
         ("author_email=not-an-email", "is not a valid e-mail address"),
         ("author_email=a@b", "is not a valid e-mail address"),
         ("copyright_year=next year", "copyright_year must look like"),
-        ("model=xgboost", "xgboost"),
+        ("model=catboost", "catboost"),
         ("task=ranking", "ranking"),
         ("task=regression & model=logistic_regression", "logistic_regression is a classifier"),
         ("task=multiclass_classification & model=ridge", "ridge is a regressor"),
@@ -66,6 +66,22 @@ def test_copy_task_answer_sets_task_target_model_and_gate(tmp_path: Path) -> Non
     assert config["model"]["name"] == "logistic_regression", "the task's default estimator"
     assert config["training"]["gate"]["metric"] == "f1_macro"
     assert {"churned", "revenue_next_quarter"} <= set(config["data"]["leaky_columns"])
+
+
+@pytest.mark.parametrize(
+    ("task", "model"),
+    [("binary_classification", "lightgbm"), ("regression", "xgboost")],
+)
+def test_copy_boosted_model_answer_sets_config_and_readme(
+    tmp_path: Path, task: str, model: str
+) -> None:
+    project = render(tmp_path / "p", {"task": task, "model": model})
+    config = yaml.safe_load((project / "configs" / "config.yaml").read_text())
+    model_choice = (project / "README.md").read_text().split("## Model choice")[1]
+    assert config["model"]["name"] == model
+    assert config["model"]["params"] == {}, "the shipped defaults (model.DEFAULT_PARAMS)"
+    library = {"lightgbm": "LightGBM", "xgboost": "XGBoost"}[model]
+    assert model_choice.startswith(f"\n\n**{library}**"), "the README explains the choice"
 
 
 def test_copy_derives_package_name_from_project_name(tmp_path: Path) -> None:

@@ -52,8 +52,12 @@ CLASSICAL_PACKAGE_FILES = [
     "data/profile.py",
     "data/synthetic.py",
     "dburl.py",
+    "error_analysis.py",
+    "explain.py",
+    "explain_report.py",
     "features.py",
     "inputs.py",
+    "leaderboard.py",
     "onnx_export.py",
     "outputs.py",
     "records.py",
@@ -65,6 +69,7 @@ CLASSICAL_PACKAGE_FILES = [
     "tasks/labels.py",
     "tasks/multiclass.py",
     "tasks/regression.py",
+    "tune.py",
 ]
 PACKAGE_FILES_BY_TYPE = {
     "classical": CLASSICAL_PACKAGE_FILES,

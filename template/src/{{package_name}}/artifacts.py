@@ -5,7 +5,9 @@ Each version directory holds:
 - ``model.onnx``: the same pipeline exported to ONNX, what the service scores with (checked
   against scikit-learn on the holdout rows before publishing);
 - ``model.skops``: the fitted scikit-learn Pipeline in skops format (no pickle: loading checks
-  that every type in the file is a scikit-learn or NumPy type before anything is built);
+  that every type in the file is a scikit-learn or NumPy type, or one of the few others
+  ``TRUSTED_TYPES`` names (LightGBM, XGBoost, this project's float32 step), before anything
+  is built);
 - ``metadata.json``: version, data fingerprint, metrics, threshold, input schema, an input
   example, git commit, library versions and the artifact's SHA-256;
 - ``holdout.json``: the ids of the test rows, so ``evaluate`` scores exactly the same rows.
@@ -32,6 +34,22 @@ ONNX_FILE = "model.onnx"
 HOLDOUT_FILE = "holdout.json"
 # The only types a model file may contain: checked before loading (see load_pipeline).
 TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.")
+# Named one by one, anything else from these packages is refused like any unknown type:
+# this project's float32 rounding step (features.Float32), and what a LightGBM or XGBoost
+# estimator adds: the wrapper, its booster (which skops stores as the library's own text/JSON
+# model, not a pickle) and LightGBM's parameter dictionary.
+TRUSTED_TYPES = frozenset(
+    {
+        f"{__package__}.features.Float32",
+        "collections.OrderedDict",
+        "lightgbm.basic.Booster",
+        "lightgbm.sklearn.LGBMClassifier",
+        "lightgbm.sklearn.LGBMRegressor",
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+        "xgboost.sklearn.XGBRegressor",
+    }
+)
 
 
 class ModelMetadata(BaseModel):
@@ -106,10 +124,12 @@ def load_pipeline(model_dir: Path, metadata: ModelMetadata) -> Any:
             "damaged after training; retrain or restore it"
         )
     untrusted = sio.get_untrusted_types(file=path)
-    unexpected = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    unexpected = [
+        t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES) and t not in TRUSTED_TYPES
+    ]
     if unexpected:
         raise ModelIntegrityError(
-            f"{path} contains types outside scikit-learn/NumPy and was not loaded: "
-            + ", ".join(unexpected)
+            f"{path} contains types outside scikit-learn, NumPy and the few trusted LightGBM "
+            "and XGBoost ones and was not loaded: " + ", ".join(unexpected)
         )
     return sio.load(path, trusted=untrusted)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m <package> data|validate|profile|train|evaluate|predict|serve``;
+"""Command line: ``python -m <package> data|validate|profile|train|tune|evaluate|predict|serve``;
 an MLOps project adds its lifecycle commands (promote, rollback, registry, monitor, retrain,
 simulate) and registers each trained model (``lifecycle/cli.py``, found by ``build_app``).
 
@@ -19,7 +19,7 @@ import typer
 
 from .config import TASK_METRICS, Config, load_config, project_module
 from .config_base import PACKAGE
-from .errors import ProjectError
+from .errors import ConfigError, ProjectError
 from .logging_config import configure_logging
 
 if TYPE_CHECKING:
@@ -159,6 +159,58 @@ def train(config: ConfigOption = DEFAULT_CONFIG) -> None:
     echo_training(cfg, run_training(cfg))
 
 
+def tune(
+    config: ConfigOption = DEFAULT_CONFIG,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            help="Trials this command runs, over all its workers (default: tuning.trials)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Local worker processes sharing the study (default 1).")
+    ] = 1,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write",
+            help="Write the best parameters into the config file's model.params (its other "
+            "lines and comments are kept); `train` then publishes a model with them.",
+        ),
+    ] = False,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Run no trials: fit each estimator of tuning.compare with its best known "
+            "parameters under the same CV and write reports/leaderboard.md and .csv.",
+        ),
+    ] = False,
+) -> None:
+    """Search hyper-parameters (Optuna) on the training split's CV metric; --compare: the
+    leaderboard of estimators. Publishes no model."""
+    cfg = _load(config)
+    if compare:
+        if write or trials is not None or workers != 1:
+            raise ConfigError(
+                "--compare runs no trials: use it without --trials, --workers, --write"
+            )
+        from .leaderboard import compare as run_comparison
+
+        board = run_comparison(cfg)
+        typer.echo(board.table())
+        typer.echo(
+            f"leaderboard written to {', '.join(str(p) for p in board.files)}"
+            + (f"; MLflow run {board.run_id}" if board.run_id else "")
+        )
+        return
+    from .tune import summary_lines
+    from .tune import tune as run_tuning
+
+    result = run_tuning(cfg, config, trials=trials, workers=workers, write=write)
+    typer.echo("\n".join(summary_lines(result, config)))
+
+
 def evaluate(
     config: ConfigOption = DEFAULT_CONFIG,
     version: Annotated[str | None, typer.Option(help="Model version (default: LATEST).")] = None,
@@ -230,6 +282,7 @@ COMMANDS: dict[str, Command] = {
     "validate": validate,
     "profile": profile,
     "train": train,
+    "tune": tune,
     "evaluate": evaluate,
     "predict": predict,
     "serve": serve,

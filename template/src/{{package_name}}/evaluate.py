@@ -1,13 +1,19 @@
-"""Evaluation: the task's test metrics against a baseline, its plots, permutation importance
-and a report.
+"""Evaluation: the task's test metrics against a baseline, its plots, permutation importance,
+SHAP explanations, the error analysis by slice, and a report.
 
 What is measured depends on the task (``tasks/``); this module runs it the same way for every
 task. ``evaluate(cfg)`` re-scores the current model on its own holdout rows and rewrites the
-reports. Plots use matplotlib's object API (no pyplot), so nothing global is touched.
+reports; training writes the same reports for the model it is about to publish. Plots use
+matplotlib's object API (no pyplot), so nothing global is touched.
+
+Explanations are a view of the model, never a condition for it: if SHAP cannot explain a model
+(an estimator it does not know, a missing dependency), the report says why and everything else
+is written as usual.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +23,14 @@ import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 
-from . import artifacts, model_store
-from .config import TASK_METRICS, Config, metric_direction
+from . import artifacts, explain, explain_report, model_store
+from .atomic import replace_text, replacing
+from .config import TASK_METRICS, Config, EvaluationConfig, FeaturesConfig, metric_direction
 from .data.extract import extract_training_frame
 from .data.validate import validate_frame
+from .error_analysis import SliceReport, slice_report
 from .errors import DataError
+from .errortext import typed_first_line
 from .features import to_model_frame
 from .tasks import Target, Task, task_for
 from .tasks.base import Evaluation, Holdout, markdown_table, plot
@@ -31,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
+SLICES_FILE = "error_slices.csv"
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,87 @@ class EvaluationResult:
     metrics: dict[str, float]
     baseline: dict[str, float]
     files: list[Path]
+
+
+@dataclass(frozen=True)
+class Insights:
+    """What the report says beyond the metrics: SHAP explanations of a sample of the test rows
+    (or why there are none) and the error analysis by slice."""
+
+    slices: SliceReport
+    explanation: explain.SampledExplanation | None = None
+    # (explained rows, inputs): each row's values for its own output (multiclass: the class
+    # predicted for it), and the inputs' values of those rows, for the plots.
+    row_values: np.ndarray | None = None
+    display: dict[str, explain.Display] | None = None
+    missing: str | None = None  # why there is no explanation
+
+
+def insights(
+    pipeline: Any,
+    *,
+    task: Task,
+    model_name: str,
+    features: FeaturesConfig,
+    settings: EvaluationConfig,
+    seed: int,
+    holdout: Holdout,
+    threshold: float | None,
+    target_label: str,
+    importance: pd.DataFrame,
+    background: pd.DataFrame,
+) -> Insights:
+    """Explain a seeded sample of the test rows (``holdout.inputs``, model-ready) relative to
+    ``background`` (training rows), and slice the test metrics, binning the numeric inputs
+    SHAP ranks highest (permutation importance when SHAP failed)."""
+    sampled = row_values = display = None
+    missing = None
+    try:
+        explainer = explain.PipelineExplainer(
+            pipeline,
+            task=task.name,
+            features=features,
+            background=background,
+            model_name=model_name,
+            target_label=target_label,
+            seed=seed,
+        )
+        sampled = explain.explain_rows(
+            explainer, holdout.inputs, max_rows=settings.shap_rows, seed=seed
+        )
+        rows = holdout.inputs.iloc[sampled.positions]
+        predicted = holdout.scores[sampled.positions].argmax(axis=1) if task.is_classifier else None
+        row_values = sampled.explanation.for_rows(predicted)
+        display = explain.display_values(rows, features)
+    except Exception as exc:  # SHAP failing must not cost the model: the report says why
+        missing = typed_first_line(exc)[:300]
+        sampled = row_values = display = None
+        logger.warning("no SHAP explanations: %s", missing)
+    ranking = (
+        [str(name) for name in sampled.explanation.mean_abs().index]
+        if sampled is not None
+        else [str(name) for name in importance["feature"]]
+    )
+    slices = slice_report(
+        task.name,
+        holdout.inputs,
+        features,
+        holdout.y,
+        holdout.scores,
+        threshold,
+        ranking=ranking,
+        bins=settings.slice_bins,
+        min_rows=settings.slice_min_rows,
+    )
+    return Insights(slices, sampled, row_values, display, missing)
+
+
+def target_label(target: Target, column: str) -> str:
+    """What an explanation explains, in the user's words: ``churned = 1`` (the positive
+    class), or the target column."""
+    if target.positive_class is not None:
+        return f"{column} = {target.positive_class}"
+    return column
 
 
 def importance_table(
@@ -81,9 +172,14 @@ def write_reports(
     threshold: float | None,
     importance: pd.DataFrame,
     notes: list[str] | None = None,
+    insights: Insights | None = None,
+    settings: EvaluationConfig | None = None,
 ) -> list[Path]:
-    """Write the task's plots, the importance plot, ``metrics.json`` and ``report.md``."""
+    """Write the task's plots, the importance plot, the SHAP plots and the slice table (with
+    ``insights``), ``metrics.json`` and ``report.md``."""
+    settings = settings or EvaluationConfig()
     reports_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_shap_plots(reports_dir)
     files = task.plots(reports_dir, y_true, scores, threshold, target)
     files.append(
         plot(
@@ -92,28 +188,83 @@ def write_reports(
             lambda ax: _importance_bars(ax, importance, task.importance_label),
         )
     )
+    content: dict[str, Any] = {
+        "version": version,
+        "task": task.name,
+        "classes": target.classes,
+        "test": evaluation.metrics,
+        "baseline": baseline,
+        "cross_validation": cv_metrics,
+        "details": evaluation.details,
+        "permutation_importance": importance.to_dict(orient="records"),
+    }
+    sections = ""
+    if insights is not None:
+        shap_section, shap_json = _shap_outputs(reports_dir, insights, settings, files)
+        content["shap"] = shap_json
+        content["error_analysis"] = insights.slices.as_dict()
+        slices_path = reports_dir / SLICES_FILE
+        with replacing(slices_path) as partial:
+            insights.slices.table().to_csv(partial, index=False)
+        files.append(slices_path)
+        sections = f"""
+## What drives the predictions (SHAP, test rows)
+
+{shap_section}
+## Error analysis: the test metrics by slice
+
+{insights.slices.markdown()}"""
     metrics_path = reports_dir / METRICS_FILE
-    model_store.write_json(
-        metrics_path,
-        {
-            "version": version,
-            "task": task.name,
-            "classes": target.classes,
-            "test": evaluation.metrics,
-            "baseline": baseline,
-            "cross_validation": cv_metrics,
-            "details": evaluation.details,
-            "permutation_importance": importance.to_dict(orient="records"),
-        },
-    )
+    replace_text(metrics_path, json.dumps(content, indent=2, sort_keys=True) + "\n")
     report_path = reports_dir / REPORT_FILE
-    report_path.write_text(
+    replace_text(
+        report_path,
         _markdown_report(
-            version, task, evaluation, baseline, cv_metrics, importance, files, notes or []
-        ),
-        encoding="utf-8",
+            version,
+            task,
+            evaluation,
+            baseline,
+            cv_metrics,
+            importance,
+            [path for path in files if path.suffix == ".png"],
+            notes or [],
+        )
+        + sections,
     )
     return [*files, metrics_path, report_path]
+
+
+def _shap_outputs(
+    reports_dir: Path, insights: Insights, settings: EvaluationConfig, files: list[Path]
+) -> tuple[str, dict[str, Any]]:
+    """The SHAP plots (appended to ``files``), the report section and the JSON entry; when
+    there is no explanation, the reason in both."""
+    sampled, row_values, display = insights.explanation, insights.row_values, insights.display
+    if sampled is None or row_values is None or display is None:
+        reason = insights.missing or "not computed"
+        return f"> No SHAP explanations: {reason}.\n", {"missing": reason}
+    files.extend(
+        explain_report.write_plots(
+            reports_dir,
+            sampled,
+            row_values,
+            display,
+            max_features=settings.shap_max_features,
+            dependence=settings.shap_dependence_plots,
+        )
+    )
+    summary = explain_report.summary(sampled, row_values, display)
+    return explain_report.markdown(sampled, summary, settings.shap_max_features), summary
+
+
+def _remove_stale_shap_plots(reports_dir: Path) -> None:
+    """Dependence plots are named after inputs: drop those of an earlier report, so the folder
+    holds only this model's (a model SHAP cannot explain leaves no old plots either)."""
+    names = [explain_report.SUMMARY_FILE, explain_report.BAR_FILE]
+    stale = [reports_dir / name for name in names]
+    stale += reports_dir.glob(explain_report.DEPENDENCE_FILE.format(input="*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 def metric_rows(
@@ -229,6 +380,26 @@ def evaluate(cfg: Config, version: str | None = None) -> EvaluationResult:
         cfg.evaluation.permutation_repeats,
         cfg.training.seed,
     )
+    background = explain.load_background(model_dir, metadata.features)
+    if background is None:
+        notes.append(
+            "This model was saved without its SHAP reference rows (trained before they "
+            "existed): SHAP values are relative to a sample of its test rows."
+        )
+        background = explain.background_sample(features, cfg.training.seed)
+    found = insights(
+        pipeline,
+        task=task,
+        model_name=metadata.model_name,
+        features=metadata.features,
+        settings=cfg.evaluation,
+        seed=cfg.training.seed,
+        holdout=holdout,
+        threshold=metadata.threshold,
+        target_label=target_label(target, metadata.target),
+        importance=importance,
+        background=background,
+    )
     files = write_reports(
         cfg.paths.reports_dir,
         version=metadata.version,
@@ -242,6 +413,8 @@ def evaluate(cfg: Config, version: str | None = None) -> EvaluationResult:
         threshold=metadata.threshold,
         importance=importance,
         notes=notes,
+        insights=found,
+        settings=cfg.evaluation,
     )
     return EvaluationResult(
         version=metadata.version,

@@ -4,8 +4,8 @@ What each feature type gets (derived values come from ``inputs``, shared with se
 
 - numeric columns and datetime parts: median imputation, then standard scaling for the linear
   models only (trees are scale-invariant, and skipping the scaler keeps their split
-  comparisons exact in the ONNX export); gradient boosting takes missing values natively, so
-  it gets no imputation at all;
+  comparisons exact in the ONNX export); gradient boosting (scikit-learn's, LightGBM, XGBoost)
+  takes missing values natively, so it gets no imputation at all;
 - boolean columns: 0/1, missing values imputed with the most frequent one (gradient boosting:
   native);
 - categorical columns: missing values become the category ``"missing"``, then one-hot encoding
@@ -15,7 +15,9 @@ What each feature type gets (derived values come from ``inputs``, shared with se
 - text columns: TF-IDF over words (lower-cased; ``ngrams: 2`` adds word pairs), the
   vocabulary capped at ``max_features``; the exported graph tokenises the same way;
 - derived features: pairwise products of the configured numeric ``interactions`` (e.g.
-  tenure x monthly charges, roughly the customer's lifetime spend).
+  tenure x monthly charges, roughly the customer's lifetime spend), computed in float32 like
+  the ONNX graph computes them (``Float32``), so a tree split between two nearly equal
+  products means the same in both.
 
 Every step is one that skl2onnx converts, so the fitted pipeline exports to ONNX as a whole.
 Keeping every transformation inside the fitted pipeline (or in ``inputs``, which the service
@@ -29,11 +31,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .config import FeaturesConfig
 from .data.coerce import parse_booleans, parse_datetimes
@@ -41,6 +45,7 @@ from .errors import DataError
 from .inputs import datetime_inputs, model_columns
 
 __all__ = [
+    "Float32",
     "build_preprocessor",
     "check_trainable",
     "frequent_categories",
@@ -88,12 +93,34 @@ def build_preprocessor(
         transformers.append((f"text_{text.name}", vectorizer, text.name))
     for left, right in features.interactions:
         product = PolynomialFeatures(degree=2, interaction_only=True, include_bias=False)
-        steps_: list[Any] = [SimpleImputer(strategy="median"), product]
+        # In float32, as the ONNX graph multiplies: two products a float32 unit apart in
+        # float64 (12 x 30.0 and 24 x 15.0 after float32 rounding) are one value in the graph,
+        # and a split learned between them would send rows one way here, the other way there.
+        steps_: list[Any] = [Float32(), SimpleImputer(strategy="median"), product]
         if scale:
             steps_.append(StandardScaler())
         transformers.append((f"{left}_x_{right}", make_pipeline(*steps_), [left, right]))
     # Dense output: every estimator accepts it and the ONNX graph stays simple.
     return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0)
+
+
+class Float32(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Numbers as float32, the precision of the ONNX graph (exported as a Cast, see
+    ``onnx_export``): what is computed from them (an interaction product) is then computed
+    alike on both sides. Missing values stay NaN."""
+
+    dtype = np.float32  # what the ONNX cast converter reads
+
+    def fit(self, rows: Any, y: Any = None) -> Float32:
+        validate_data(self, rows, dtype=np.float32, ensure_all_finite="allow-nan")
+        return self
+
+    def transform(self, rows: Any) -> np.ndarray:
+        check_is_fitted(self)
+        rounded: np.ndarray = validate_data(
+            self, rows, dtype=np.float32, ensure_all_finite="allow-nan", reset=False
+        )
+        return rounded
 
 
 def _numeric_steps(*, scale: bool, impute: bool) -> Any:

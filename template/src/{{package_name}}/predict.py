@@ -1,9 +1,15 @@
 """Batch prediction: CSV, parquet or SQL in, predictions out, one chunk at a time.
 
-Memory stays flat as the input grows: each chunk is read, validated, scored and appended to the
-output before the next is read. The output is written to a new temporary file beside it
-(``.<output>.*.partial``) and moved into place only when every chunk succeeded, so a bad row
-never leaves a half-written file behind.
+Memory stays flat as the input grows: each chunk is read, validated, scored (and, with
+``explain``, explained) and appended to the output before the next is read. The output is
+written to a new temporary file beside it (``.<output>.*.partial``) and moved into place only
+when every chunk succeeded, so a bad row never leaves a half-written file behind.
+
+``explain`` adds each row's SHAP values (``explain.RowExplainer``): ``top_<i>_feature`` and
+``top_<i>_shap`` for the ``evaluation.explain_top_k`` inputs that moved the row's output most,
+and ``shap_<input>`` for every input. The scores stay the runtime's; the explanations come from
+the model's scikit-learn pipeline, so they need the [pipeline] extra and cost far more than
+scoring (milliseconds per row for most models, more for a large random forest).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from .config import Config
 from .data.extract import iter_files, iter_source_query, resolve_files
 from .data.validate import validate_frame
 from .errors import DataError
-from .features import raw_columns
+from .features import raw_columns, to_model_frame
 from .scoring import load_predictor
 
 SQL_SOURCE = "sql"
@@ -56,8 +62,10 @@ def predict_batch(
     *,
     version: str | None = None,
     chunk_size: int | None = None,
+    explain: bool = False,
 ) -> PredictSummary:
-    """Score ``source`` with the model (default: LATEST) and write ``output`` (.csv/.parquet)."""
+    """Score ``source`` with the model (default: LATEST) and write ``output`` (.csv/.parquet);
+    ``explain`` adds the ``top_*`` and ``shap_*`` columns of each row."""
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise DataError(f"unsupported output {output}: use a .csv or .parquet file name")
     if source != SQL_SOURCE and output.resolve() in {
@@ -69,6 +77,16 @@ def predict_batch(
     model_dir = model_store.resolve_model_dir(cfg.paths.models_dir, version)
     predictor = load_predictor(model_dir, cfg.serving.runtime)
     features = predictor.metadata.features
+    explainer = None
+    if explain:
+        from .explain import RowExplainer
+
+        explainer = RowExplainer(
+            model_dir,
+            predictor.metadata,
+            top_k=cfg.evaluation.explain_top_k,
+            seed=cfg.training.seed,
+        )
     id_column = cfg.data.id_column
     rows = chunks = 0
     counts: Counter[str] = Counter()
@@ -88,6 +106,9 @@ def predict_batch(
                 if id_column in chunk.columns:
                     result.insert(0, id_column, chunk[id_column].to_numpy())
                 result["model_version"] = predictor.metadata.version
+                if explainer is not None:
+                    extra = explainer.columns(to_model_frame(valid, features), scores)
+                    result = pd.concat([result, pd.DataFrame(extra, index=result.index)], axis=1)
                 writer.write(result)
                 rows += len(result)
                 chunks += 1

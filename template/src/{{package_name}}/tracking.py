@@ -8,6 +8,9 @@ logged: it costs seconds to import and the service never needs it.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,69 @@ def log_training_run(
             f"could not log the run to MLflow at {cfg.uri}: {first_line(exc)} "
             "(fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled: false)"
         ) from exc
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One nested run under a parent (a tuning trial): ``steps`` are metric series by step
+    (a trial's running CV mean after each fold); ``status`` is MLflow's end status (FINISHED,
+    KILLED for a pruned trial, FAILED)."""
+
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    steps: dict[str, dict[int, float]] = field(default_factory=dict)
+    status: str = "FINISHED"
+
+
+def log_run(
+    cfg: TrackingConfig,
+    *,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    artifact_paths: Sequence[Path] = (),
+    children: Sequence[ChildRun] = (),
+) -> str:
+    """Log one run without a model (a tuning study, a leaderboard), with ``children`` as its
+    nested runs; return its run id. MLflow failures become a ``TrackingError``, as above."""
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(cfg.uri)
+        experiment_id = ensure_experiment(mlflow, cfg)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            _log_values(mlflow, params, metrics, tags)
+            for path in artifact_paths:
+                mlflow.log_artifact(str(path), artifact_path="reports")
+            for child in children:
+                # Not a `with` block: the child ends with its own status (KILLED, FAILED).
+                mlflow.start_run(experiment_id=experiment_id, run_name=child.name, nested=True)
+                try:
+                    _log_values(mlflow, child.params, child.metrics, child.tags)
+                    for key, series in child.steps.items():
+                        for step, value in sorted(series.items()):
+                            mlflow.log_metric(key, value, step=step)
+                except BaseException:
+                    mlflow.end_run(status="FAILED")
+                    raise
+                mlflow.end_run(status=child.status)
+            return str(run.info.run_id)
+    except Exception as exc:
+        raise TrackingError(
+            f"could not log the run to MLflow at {cfg.uri}: {first_line(exc)} "
+            "(fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled: false)"
+        ) from exc
+
+
+def _log_values(
+    mlflow: Any, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str]
+) -> None:
+    mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
+    mlflow.log_metrics({key: value for key, value in metrics.items() if not math.isnan(value)})
+    mlflow.set_tags(tags)
 
 
 def _trusted_types(model: Any) -> list[str]:

@@ -9,6 +9,7 @@ directory, so bad data or a bad model leaves the currently served model untouche
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import platform
 from dataclasses import dataclass
@@ -22,18 +23,21 @@ from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from . import artifacts, evaluate, model_store, onnx_export, tracking
+from . import artifacts, evaluate, explain, model_store, onnx_export, tracking
 from .config import Config
 from .data.extract import extract_training_frame
 from .data.validate import validate_frame
 from .errors import DataError, ModelQualityError, TrackingError
 from .features import check_trainable, frequent_categories, raw_columns, to_model_frame
-from .model import build_pipeline
+from .model import build_pipeline, fit_pipeline
 from .model_store import git_commit
 from .tasks import Task, task_for
 from .tasks.base import Holdout
 
 logger = logging.getLogger(__name__)
+
+# Estimators from their own library (module name = model name): recorded in the metadata.
+BOOSTING_LIBRARIES = ("lightgbm", "xgboost")
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,9 @@ def cross_validate_oof(
     scored = np.zeros(len(y), dtype=bool)
     folds: dict[str, list[float]] = {name: [] for name in task.cv_metrics}
     for fit_idx, val_idx in splitter.split(features, y):
-        fold_model = clone(pipeline).fit(features.iloc[fit_idx], y[fit_idx])
+        fold_model = fit_pipeline(
+            clone(pipeline), features.iloc[fit_idx], y[fit_idx], cfg.model.class_weight
+        )
         fold_scores = task.scores(fold_model, features.iloc[val_idx])
         if fold_scores.ndim == 2 and fold_scores.shape[1] < _width(task, y):
             raise DataError(
@@ -178,7 +184,7 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
     pipeline = build_pipeline(cfg, frequent_categories(x_train, cfg.features))
     oof, scored, cv_metrics = cross_validate_oof(pipeline, task, x_train, y_train, cfg)
     threshold = task.tune_threshold(y_train[scored], oof[scored], cfg.training.threshold_metric)
-    pipeline.fit(x_train, y_train)
+    fit_pipeline(pipeline, x_train, y_train, cfg.model.class_weight)
     scores = task.scores(pipeline, x_test)
     evaluation = task.evaluation(Holdout(y_test, scores, x_test, ids_test), target, threshold)
     metrics = evaluation.metrics
@@ -200,6 +206,21 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
     importance = evaluate.importance_table(
         pipeline, x_test, y_test, task, cfg.evaluation.permutation_repeats, cfg.training.seed
     )
+    # The explanations' reference rows, saved with the model for predict --explain.
+    background = explain.background_sample(x_train, cfg.training.seed)
+    insights = evaluate.insights(
+        pipeline,
+        task=task,
+        model_name=cfg.model.name,
+        features=cfg.features,
+        settings=cfg.evaluation,
+        seed=cfg.training.seed,
+        holdout=Holdout(y_test, scores, x_test, ids_test),
+        threshold=threshold,
+        target_label=evaluate.target_label(target, cfg.data.target),
+        importance=importance,
+        background=background,
+    )
     report_files = evaluate.write_reports(
         cfg.paths.reports_dir,
         version=version,
@@ -212,6 +233,8 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
         scores=scores,
         threshold=threshold,
         importance=importance,
+        insights=insights,
+        settings=cfg.evaluation,
     )
     commit = git_commit()
     input_example = _input_example(data.iloc[test_rows], cfg)
@@ -219,6 +242,7 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
     def write(model_dir: Path) -> None:
         sha = artifacts.save_pipeline(pipeline, model_dir)
         (model_dir / artifacts.ONNX_FILE).write_bytes(onnx_model)
+        explain.save_background(background, model_dir)
         model_store.write_json(model_dir / artifacts.HOLDOUT_FILE, sorted(ids_test.tolist()))
         model_store.write_metadata(
             model_dir,
@@ -245,12 +269,7 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
                 n_train_rows=len(y_train),
                 n_test_rows=len(y_test),
                 git_commit=commit,
-                library_versions={
-                    "python": platform.python_version(),
-                    "scikit-learn": sklearn.__version__,
-                    "pandas": pd.__version__,
-                    "numpy": np.__version__,
-                },
+                library_versions=library_versions(cfg.model.name),
                 artifact_sha256=sha,
                 onnx_sha256=model_store.sha256_file(model_dir / artifacts.ONNX_FILE),
                 onnx_parity=parity.as_dict(),
@@ -313,6 +332,22 @@ def train_validated(cfg: Config, data: pd.DataFrame, source: str) -> TrainResult
         report_files=report_files,
         run_id=run_id,
     )
+
+
+def library_versions(model_name: str) -> dict[str, str]:
+    """The versions that produced the model: Python, scikit-learn, pandas, NumPy, and the
+    boosting library when the estimator comes from one (a model is only reproducible, and its
+    file only loadable, with a compatible version)."""
+    versions = {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+    }
+    if model_name in BOOSTING_LIBRARIES:
+        module = importlib.import_module(model_name)
+        versions[model_name] = str(module.__version__)
+    return versions
 
 
 def _input_example(rows: pd.DataFrame, cfg: Config) -> dict[str, object]:

@@ -1,5 +1,10 @@
 """Evaluation: test-set metrics, per-class scores, plots and a Markdown report.
 
+Error analysis for images: the confusion matrix, the most confident mistakes overall
+(``most_confused.png``), and per class its error rate, what it is mistaken for most, and its
+own most confident mistakes (``class_errors.png``, ``errors_by_class`` in ``metrics.json``):
+one class's failures are easy to miss among the overall ones when classes are unbalanced.
+
 Training calls ``write_reports`` with the PyTorch model's test predictions; ``evaluate(cfg)``
 re-scores a *published* model (its ONNX graph, through ONNX Runtime, as the service runs it) on
 the test split of the current data and rewrites the same reports. Plots use matplotlib's object
@@ -32,10 +37,15 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 CONFUSION_FILE = "confusion_matrix.png"
 MOST_CONFUSED_FILE = "most_confused.png"
+CLASS_ERRORS_FILE = "class_errors.png"
 CURVES_FILE = "learning_curves.png"
 HISTORY_FILE = "history.json"  # per-epoch training history, stored next to the model
 SCORING_BATCH = 256
 GRID_COLUMNS = 8
+# Per-class error examples: the most confident mistakes of each true class (one grid row per
+# class, the classes with the most errors first).
+CLASS_EXAMPLES = 6
+CLASS_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ def write_reports(
     y_true = class_indices(rows, classes)
     summary, per_class = classification_metrics(y_true, probs, classes)
     matrix = confusion_matrix(y_true, probs.argmax(axis=1), labels=np.arange(len(classes)))
+    errors = errors_by_class(rows, y_true, probs, classes, CLASS_EXAMPLES)
     files = [
         _save(_confusion_figure(matrix, classes), reports_dir / CONFUSION_FILE),
         _save(
@@ -111,6 +122,10 @@ def write_reports(
                 root, rows, y_true, probs, classes, image_size, channels, most_confused
             ),
             reports_dir / MOST_CONFUSED_FILE,
+        ),
+        _save(
+            _class_errors_figure(root, rows, y_true, probs, classes, image_size, channels),
+            reports_dir / CLASS_ERRORS_FILE,
         ),
     ]
     if history:
@@ -123,16 +138,54 @@ def write_reports(
         "test": summary,
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
+        "errors_by_class": errors,
         "training": training,
     }
     metrics_path = reports_dir / METRICS_FILE
     model_store.write_json(metrics_path, payload)
     report_path = reports_dir / REPORT_FILE
     report_path.write_text(
-        _markdown(version, source, classes, summary, per_class, matrix, training, files, notes),
+        _markdown(version, source, classes, summary, per_class, matrix, training, files, notes)
+        + _errors_markdown(errors),
         encoding="utf-8",
     )
     return summary, [*files, metrics_path, report_path]
+
+
+def errors_by_class(
+    rows: Sequence[ManifestRow],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    examples: int,
+) -> dict[str, dict[str, Any]]:
+    """Per true class: its test images, how many the model got wrong, the class it is most
+    often mistaken for, and its ``examples`` most confident mistakes (image path, predicted
+    class, probability)."""
+    predicted = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(predicted)), predicted]
+    result: dict[str, dict[str, Any]] = {}
+    for index, name in enumerate(classes):
+        mine = y_true == index
+        wrong = np.flatnonzero(mine & (predicted != y_true))
+        wrong = wrong[np.argsort(-confidence[wrong], kind="stable")]
+        mistaken = np.bincount(predicted[wrong], minlength=len(classes))
+        result[name] = {
+            "images": int(mine.sum()),
+            "errors": len(wrong),
+            "error_rate": float(len(wrong) / mine.sum()) if mine.any() else None,
+            "mistaken_for": classes[int(mistaken.argmax())] if len(wrong) else None,
+            "mistaken_for_count": int(mistaken.max()) if len(wrong) else 0,
+            "examples": [
+                {
+                    "path": rows[i].path,
+                    "predicted": classes[predicted[i]],
+                    "probability": float(confidence[i]),
+                }
+                for i in wrong[:examples]
+            ],
+        }
+    return result
 
 
 def evaluate(cfg: Config, version: str | None = None) -> EvaluationResult:
@@ -249,6 +302,69 @@ def _most_confused_figure(
     return figure
 
 
+def _class_errors_figure(
+    root: Path,
+    rows: Sequence[ManifestRow],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    image_size: int,
+    channels: int,
+) -> Figure:
+    """One grid row per class with mistakes (most errors first, at most ``CLASS_ROWS``): its
+    most confident mistakes, captioned with the predicted class and its probability."""
+    predicted = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(predicted)), predicted]
+    wrong_of = []
+    for index in range(len(classes)):
+        wrong = np.flatnonzero((y_true == index) & (predicted != index))
+        wrong_of.append(wrong[np.argsort(-confidence[wrong], kind="stable")])
+    shown = sorted(
+        (i for i in range(len(classes)) if len(wrong_of[i])), key=lambda i: -len(wrong_of[i])
+    )[:CLASS_ROWS]
+    grid_rows = max(1, len(shown))
+    figure = Figure(figsize=(1.4 * CLASS_EXAMPLES + 1.6, 1.7 * grid_rows + 0.5))
+    ax = figure.add_axes((0.02, 0.02, 0.96, 0.96 - 0.4 / figure.get_figheight()))
+    ax.set_axis_off()
+    figure.suptitle("Mistakes by true class (most confident first): -> predicted (p)", fontsize=9)
+    if not shown:
+        ax.text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+        return figure
+    gap = max(1, image_size // 6)
+    label_room = max(2, round(image_size * 0.4))
+    name_room = image_size * 1.5  # left of each grid row, for the class name
+    width, height = image_size + gap, image_size + label_room
+    mosaic = np.ones(
+        (grid_rows * height, int(name_room) + CLASS_EXAMPLES * width + gap, 3), dtype=np.float32
+    )
+    for grid_row, index in enumerate(shown):
+        picks = wrong_of[index][:CLASS_EXAMPLES]
+        top = grid_row * height + label_room
+        ax.text(
+            name_room - gap,
+            top + image_size / 2,
+            f"{classes[index]}\n{len(wrong_of[index])} of {int((y_true == index).sum())}",
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+        pixels = load_pixels(root, [rows[i] for i in picks], image_size, channels)
+        for slot, (i, image) in enumerate(zip(picks, pixels, strict=True)):
+            left = int(name_room) + gap + slot * width
+            tile = np.repeat(image, 3, axis=0) if channels == 1 else image
+            mosaic[top : top + image_size, left : left + image_size] = tile.transpose(1, 2, 0)
+            ax.text(
+                left + image_size / 2,
+                top - 0.5,
+                f"-> {classes[predicted[i]]} ({confidence[i]:.2f})",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
+    ax.imshow(mosaic, interpolation="nearest")
+    return figure
+
+
 def _curves_figure(history: Sequence[dict[str, float]]) -> Figure:
     epochs = [int(h["epoch"]) for h in history]
     figure = Figure(figsize=(10, 3.6))
@@ -282,6 +398,31 @@ def _training_summary(history: Sequence[dict[str, float]]) -> dict[str, float]:
         "best_val_accuracy": float(best["val_accuracy"]),
         "best_val_loss": float(best["val_loss"]),
     }
+
+
+def _errors_markdown(errors: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for name, e in sorted(errors.items(), key=lambda item: -item[1]["errors"]):
+        rate = "" if e["error_rate"] is None else f"{e['error_rate']:.1%}"
+        mistaken = f"{e['mistaken_for']} ({e['mistaken_for_count']})" if e["mistaken_for"] else ""
+        examples = ", ".join(
+            f"`{x['path']}` -> {x['predicted']} ({x['probability']:.2f})" for x in e["examples"][:3]
+        )
+        lines.append(
+            f"| {name} | {e['images']} | {e['errors']} | {rate} | {mistaken} | {examples} |"
+        )
+    table = "\n".join(lines)
+    return f"""
+## Errors by class
+
+Each true class: its test images, the model's mistakes, the class it is most often mistaken
+for, and its most confident mistakes (up to {CLASS_EXAMPLES} per class in `{CLASS_ERRORS_FILE}`
+and `metrics.json`).
+
+| class | images | errors | error rate | mistaken for (times) | most confident mistakes |
+|---|---|---|---|---|---|
+{table}
+"""
 
 
 def _markdown(
