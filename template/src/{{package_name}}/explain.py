@@ -51,9 +51,13 @@ LINEAR_MODELS = ("logistic_regression", "ridge")
 # Training rows saved with each model as the explanations' reference.
 BACKGROUND_FILE = "explain_background.parquet"
 BACKGROUND_ROWS = 200
-# shap's interventional tree algorithm does not add up for scikit-learn's histogram gradient
-# boosting (off by ~0.2 log-odds, measured with shap 0.51); its path-dependent one does.
-PATH_DEPENDENT_MODELS = ("hist_gradient_boosting",)
+# Deeper trees are explained by the interventional algorithm: the path-dependent one costs
+# depth squared per leaf and its sums overflow on trees ~200 levels deep (a forest on TF-IDF
+# terms).
+PATH_MAX_DEPTH = 64
+# A tree explanation whose values miss the model's output by more than this (times
+# max(1, |output|)) is refused and the next explainer takes over (shap checks only to 1e-2).
+ADDITIVITY_TOLERANCE = 1e-4
 # The tree explainer's reference: its cost grows with these rows (~5 ms per explained row for
 # a 300-round boosted model, ~50 ms for a 300-tree forest).
 TREE_ROWS = 50
@@ -304,13 +308,14 @@ class PipelineExplainer:
         self._matrix: np.ndarray | None = None
         if self.method != "permutation":
             self._matrix = attribution_matrix(pipeline[0], features)
-        self._tree_mode: Literal["interventional", "path"] = (
-            "path" if model_name in PATH_DEPENDENT_MODELS else "interventional"
-        )
+        self._tree_mode: Literal["interventional", "path"] = "path"
         self._tree_base: np.ndarray | None = None
+        self._tree_tried: set[str] = set()
         if self.method == "tree":
             try:
-                self._tree_explainer(self._tree_mode)
+                self._tree_explainer("path")
+                if int(self._tree.model.max_depth) > PATH_MAX_DEPTH:
+                    self._tree_explainer("interventional")
             except Exception as exc:  # shap raises many types for a model it cannot read
                 self.fall_back(exc)
         if self.method == "linear":
@@ -346,8 +351,8 @@ class PipelineExplainer:
 
     def explain(self, frame: pd.DataFrame) -> Explanation:
         """SHAP values of every row of ``frame`` (model-ready rows), batch by batch. When the
-        tree explainer fails on a model (shap's additivity check, e.g.), the next one explains
-        it from then on: interventional, path-dependent, then permutation."""
+        tree explainer fails on a model (its values do not add up, e.g.), the next one explains
+        it from then on: the other tree algorithm, then the permutation explainer."""
         while True:
             try:
                 return self.explain_strictly(frame)
@@ -357,30 +362,33 @@ class PipelineExplainer:
                 self.fall_back(exc)
 
     def fall_back(self, exc: Exception) -> None:
-        """Replace the failed tree explainer (``exc``): the interventional one by the
-        path-dependent one, that by the permutation explainer."""
+        """Replace the failed tree explainer (``exc``): by the other tree algorithm if it was
+        not tried yet, else by the permutation explainer."""
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         failed = f"TreeExplainer ({self._tree_mode}) failed on {type(self._model).__name__}"
         self.fallback_reason = f"{failed}: {reason or type(exc).__name__}"
-        if self._tree_mode == "interventional":
+        other: Literal["interventional", "path"] = (
+            "path" if self._tree_mode == "interventional" else "interventional"
+        )
+        if self.method == "tree" and other not in self._tree_tried:
             try:
-                self._tree_explainer("path")
+                self._tree_explainer(other)
                 return
-            except Exception as path_exc:  # shap raises many types for a model it cannot read
-                first = str(path_exc).strip().splitlines()
-                self.fallback_reason += f"; path-dependent: {first[0][:160] if first else ''}"
+            except Exception as next_exc:  # shap raises many types for a model it cannot read
+                first = str(next_exc).strip().splitlines()
+                self.fallback_reason += f"; {other}: {first[0][:160] if first else ''}"
         self.method = "permutation"
         self._use_permutation()
         self.output = self._output_name()
 
     def _tree_explainer(self, mode: Literal["interventional", "path"]) -> None:
-        """shap's TreeExplainer. ``interventional`` first: relative to reference rows like the
-        other explainers, and robust where the path-dependent algorithm is not (trees hundreds
-        of levels deep, a forest on TF-IDF terms, make its sums overflow, and slowly);
-        ``path``-dependent (relative to the rows the trees were fitted on) where the
-        interventional one fails (``PATH_DEPENDENT_MODELS``, or after a failure)."""
+        """shap's TreeExplainer. ``path``-dependent (relative to the rows the trees were
+        fitted on; fast, and exact for ordinary depths), ``interventional`` (relative to
+        ``TREE_ROWS`` reference rows) for trees deeper than ``PATH_MAX_DEPTH``, whose
+        path-dependent sums overflow, and for a model the other fails on."""
         shap = self._shap
         self._tree_mode = mode
+        self._tree_tried.add(mode)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if mode == "path":
@@ -438,18 +446,34 @@ class PipelineExplainer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if self.method == "tree":
+                transformed = self._transform(batch)
                 with _native_stderr_silenced():
-                    result = self._tree(self._transform(batch))
+                    result = self._tree(transformed)
                 base = (
                     np.asarray(result.base_values, dtype=np.float64)
                     if self._tree_base is None
                     else np.tile(self._tree_base, (len(batch), 1))
                 )
+                self._check_additivity(result.values, base, transformed)
             else:
                 result = self._linear(self._transform(batch))
                 base = np.asarray(result.base_values, dtype=np.float64)
         values = _raw(np.asarray(result.values, dtype=np.float64), self._matrix)
         return self._explained_output(values, base)
+
+    def _check_additivity(self, values: Any, base: np.ndarray, transformed: np.ndarray) -> None:
+        """Refuse tree SHAP values that do not add up to the model's own output (shap's own
+        check allows 1e-2, which hides real errors of its algorithms on some models)."""
+        values = np.asarray(values, dtype=np.float64)
+        total = base.reshape(len(values), -1) + values.sum(axis=1).reshape(len(values), -1)
+        output = self._tree_output(transformed).reshape(len(values), -1)
+        if self.task == MULTICLASS and total.shape[1] > 1:
+            # Softmax scores are defined up to a constant per row: compare differences.
+            total, output = total - total[:, :1], output - output[:, :1]
+        worst = float(np.max(np.abs(total - output), initial=0.0))
+        allowed = ADDITIVITY_TOLERANCE * max(1.0, float(np.max(np.abs(output), initial=0.0)))
+        if not worst <= allowed:
+            raise ValueError(f"SHAP values miss the model's output by {worst:.2g}")
 
     def _tree_output(self, transformed: np.ndarray) -> np.ndarray:
         """The model's own output in the units TreeExplainer explains: margins (log-odds) of
