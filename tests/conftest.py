@@ -284,7 +284,7 @@ def project_python(tmp_path_factory: pytest.TempPathFactory, default_project: Pa
 
     def build(directory: Path) -> None:
         # The interpreter running the tests (PYTHON_BIN picks it), as the venv module did.
-        extras = ["--extra", "pipeline", "--extra", "postgres"]
+        extras = ["--extra", "pipeline", "--extra", "postgres", "--extra", "spark"]
         python = ["--python", sys.executable]
         uv_sync(default_project, directory / "venv", *python, *extras, compile_bytecode=True)
 
