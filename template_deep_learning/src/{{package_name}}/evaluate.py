@@ -288,16 +288,8 @@ def _most_confused_figure(
     for slot, (i, image) in enumerate(zip(worst, pixels, strict=True)):
         top = (slot // columns) * height + label_room
         left = gap + (slot % columns) * width
-        tile = np.repeat(image, 3, axis=0) if channels == 1 else image
-        mosaic[top : top + image_size, left : left + image_size] = tile.transpose(1, 2, 0)
-        ax.text(
-            left + image_size / 2,
-            top - 0.5,
-            f"{classes[y_true[i]]} -> {classes[predicted[i]]} ({probs[i, predicted[i]]:.2f})",
-            ha="center",
-            va="bottom",
-            fontsize=7,
-        )
+        caption = f"{classes[y_true[i]]} -> {classes[predicted[i]]} ({probs[i, predicted[i]]:.2f})"
+        _place_tile(ax, mosaic, image, (top, left), caption)
     ax.imshow(mosaic, interpolation="nearest")
     return figure
 
@@ -351,18 +343,22 @@ def _class_errors_figure(
         pixels = load_pixels(root, [rows[i] for i in picks], image_size, channels)
         for slot, (i, image) in enumerate(zip(picks, pixels, strict=True)):
             left = int(name_room) + gap + slot * width
-            tile = np.repeat(image, 3, axis=0) if channels == 1 else image
-            mosaic[top : top + image_size, left : left + image_size] = tile.transpose(1, 2, 0)
-            ax.text(
-                left + image_size / 2,
-                top - 0.5,
-                f"-> {classes[predicted[i]]} ({confidence[i]:.2f})",
-                ha="center",
-                va="bottom",
-                fontsize=7,
-            )
+            caption = f"-> {classes[predicted[i]]} ({confidence[i]:.2f})"
+            _place_tile(ax, mosaic, image, (top, left), caption)
     ax.imshow(mosaic, interpolation="nearest")
     return figure
+
+
+def _place_tile(
+    ax: Axes, mosaic: np.ndarray, image: np.ndarray, corner: tuple[int, int], caption: str
+) -> None:
+    """Copy one (channels, size, size) image into the RGB ``mosaic`` at ``corner`` (top, left)
+    and write ``caption`` just above it (grey images are repeated into three channels)."""
+    top, left = corner
+    size = image.shape[-1]
+    tile = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
+    mosaic[top : top + size, left : left + size] = tile.transpose(1, 2, 0)
+    ax.text(left + size / 2, top - 0.5, caption, ha="center", va="bottom", fontsize=7)
 
 
 def _curves_figure(history: Sequence[dict[str, float]]) -> Figure:
