@@ -8,10 +8,19 @@ a short readable report, so a bad extract stops the run with what to fix, not a 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import pandas as pd
-import pandera.pandas as pa
+
+with warnings.catch_warnings():
+    # With pyspark installed (the `spark` extra), pandera imports pyspark.pandas, which warns on
+    # every import that it does not fully support pandas 3: noise on stderr of every command,
+    # about a module no command here uses (Spark scoring goes through Arrow, not pyspark.pandas).
+    warnings.filterwarnings(
+        "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+    )
+    import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from ..config import Config
