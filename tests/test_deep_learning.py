@@ -100,3 +100,65 @@ def test_dl_fuzz_service_finds_no_issue(
         cases = fuzz(dl_python, base, tmp_path, settings)
 
     print(f"\n[deep_learning] schemathesis: {cases}")
+
+
+def test_dl_two_node_torchrun_trains_like_one_node(
+    dl_project: Path, dl_python: Path, dl_pipeline: dict[str, str], tmp_path: Path
+) -> None:
+    """The multi-node command of docs/scaling-out.md, as two "nodes" on this machine: two
+    torchrun launchers (one process each) meeting at a c10d rendezvous on 127.0.0.1. Global rank
+    0 alone publishes, and training is the same as two processes on one node."""
+    config = tmp_path / "config.yaml"
+    text = (dl_project / "configs" / "config.yaml").read_text(encoding="utf-8")
+    short = {"epochs:": "  epochs: 2", "min_val_accuracy:": "  min_val_accuracy: 0.0"}
+    lines = [
+        next((new for key, new in short.items() if line.strip().startswith(key)), line)
+        for line in text.splitlines()
+    ]
+    runs = tmp_path / "runs"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = {**project_env(dl_project, installed=True), "OMP_NUM_THREADS": "1"}
+    # Each "node" keeps its own models/, reports/, checkpoints/ and MLflow store: only rank 0's
+    # must be written.
+    for node in ("node0", "node1", "single"):
+        (runs / node).mkdir(parents=True)
+        (runs / node / "data").symlink_to(dl_project / "data")
+    launch = [str(dl_python), "-m", "torch.distributed.run"]
+    train = ["-m", DL_PACKAGE, "train", "--config", str(config)]
+    rendezvous = [
+        "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=127.0.0.1:{free_port()}", "--rdzv_id=two-node-check",
+    ]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            [*launch, *rendezvous, *train],
+            cwd=runs / node,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in ("node0", "node1")
+    ]
+    try:
+        outputs = [node.communicate(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.communicate()
+    single = run(
+        [*launch, "--standalone", "--nproc_per_node=2", *train], cwd=runs / "single", env=env
+    )
+
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    published = [
+        node for node in ("node0", "node1") if (runs / node / "models" / "LATEST").is_file()
+    ]
+    assert len(published) == 1, f"global rank 0 alone publishes: {published}"
+    epochs = [line for _, err in outputs for line in err.splitlines() if "epoch 2/2" in line]
+    assert len(epochs) == 1, "rank 0 alone logs progress"
+    same = [line for line in single.stderr.splitlines() if "epoch 2/2" in line]
+    assert epochs[0].split(": ", 1)[1] == same[0].split(": ", 1)[1], (
+        "two nodes of one process train exactly as one node of two processes"
+    )

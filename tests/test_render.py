@@ -105,6 +105,22 @@ PACKAGE_FILES_BY_TYPE = {
         "publish.py",
     ],
 }
+# Kubernetes manifests (kustomize base and overlays), in every project type.
+K8S_FILES = [
+    f"deploy/k8s/{name}"
+    for name in (
+        "base/deployment.yaml",
+        "base/kustomization.yaml",
+        "base/service.yaml",
+        "overlays/dev/kustomization.yaml",
+        "overlays/kserve/inferenceservice.yaml",
+        "overlays/kserve/kustomization.yaml",
+        "overlays/kserve/kustomizeconfig.yaml",
+        "overlays/prod/hpa.yaml",
+        "overlays/prod/kustomization.yaml",
+        "overlays/prod/pdb.yaml",
+    )
+]
 COMMON_FILES = [
     ".copier-answers.yml",
     ".dockerignore",
@@ -118,6 +134,8 @@ COMMON_FILES = [
     "benchmarks/benchkit.py",
     "compose.yaml",
     "configs/config.yaml",
+    "configs/kustomization.yaml",
+    *K8S_FILES,
     "pyproject.toml",
     "uv.lock",
 ]
