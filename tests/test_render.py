@@ -40,6 +40,7 @@ SHARED_PACKAGE_FILES = [
     "serving/app.py",
     "serving/core.py",
     "serving/observability.py",
+    "serving/oip.py",
     "serving/runtime.py",
     "serving/schemas.py",
     "serving/server.py",
@@ -63,6 +64,7 @@ CLASSICAL_PACKAGE_FILES = [
     "records.py",
     "scoring.py",
     "sklearn_scoring.py",
+    "spark_scoring.py",
     "tasks/__init__.py",
     "tasks/base.py",
     "tasks/binary.py",
@@ -139,11 +141,12 @@ COMMON_FILES = [
     "pyproject.toml",
     "uv.lock",
 ]
-SQL_FILES = ["sql/scoring_set.sql", "sql/training_set.sql"]
+# Tabular projects: the extraction queries and the Spark scoring benchmark.
+TABULAR_FILES = ["sql/scoring_set.sql", "sql/training_set.sql", "benchmarks/bench_spark.py"]
 FILES_BY_TYPE = {
-    "classical": SQL_FILES,
+    "classical": TABULAR_FILES,
     "mlops": [
-        *SQL_FILES,
+        *TABULAR_FILES,
         "deploy/alerts.yml",
         "deploy/postgres-init.sql",
         "deploy/prometheus.yml",

@@ -1,6 +1,7 @@
 """The benchmark harness every project type's ``benchmarks/bench.py`` (``make bench``) shares:
-the command line, a pinned service process and its cold start, wrk runs and their parsing, a
-child process's peak memory, the container image's size, and the results file and table.
+the command line, a pinned service process and its cold start, wrk runs and their parsing,
+Open Inference Protocol request bodies, a child process's peak memory, the container image's
+size, and the results file and table.
 
 It lives outside ``src/`` so it never ships in the serving image. Standard library only, and it
 knows the package only by the name ``bench.py`` passes in (wrk, taskset and a container engine
@@ -140,6 +141,30 @@ def pin(cpu: int) -> list[str]:
     return []
 
 
+def get_json(url: str) -> Any:
+    """The JSON answer of a GET."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def oip_infer_body(
+    metadata: Mapping[str, Any], rows: int, values: Callable[[str], list[Any]]
+) -> bytes:
+    """An Open Inference Protocol inference request of ``rows`` rows, as JSON tensors: every
+    input of the model ``metadata`` (``GET /v2/models/<name>``) holding ``values(name)``, one
+    row's values flat, once per row."""
+    inputs = [
+        {
+            "name": spec["name"],
+            "shape": [rows if dim == -1 else dim for dim in spec["shape"]],
+            "datatype": spec["datatype"],
+            "data": values(spec["name"]) * rows,
+        }
+        for spec in metadata["inputs"]
+    ]
+    return json.dumps({"inputs": inputs}).encode()
+
+
 def http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -253,6 +278,12 @@ def format_table(
     if "predict_vs_noop" in results:
         rows.append(("/predict vs no-op", f"{results['predict_vs_noop']:.0%}"))
         rows.append((f"/predict/batch {unit}/s", fmt(results[f"batch_{unit}_per_s"])))
+        if "oip_vs_predict" in results:
+            rows.append(
+                ("OIP infer vs /predict (req/s, one each)", f"{results['oip_vs_predict']:.0%}")
+            )
+            rows.append((f"OIP infer {unit}/s (batches)", fmt(results[f"oip_batch_{unit}_per_s"])))
+            rows.append(("OIP infer vs /predict/batch", f"{results['oip_batch_vs_batch']:.0%}"))
         if "non_2xx" in results:
             rows.append(("non-2xx responses", fmt(results["non_2xx"])))
     rows.append(

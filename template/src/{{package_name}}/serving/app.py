@@ -6,23 +6,28 @@ or in an MLOps project the registry's champion (``mlops.create_champion_app``, f
 module exists only in MLOps projects). Both stand on the shared plumbing in ``core``
 (background model loading, ``/health``, ``/ready``, ``/metrics``, observability) and get
 ``GET /metadata``, ``POST /predict`` and ``POST /predict/batch`` from ``add_model_routes``, with
-request schemas generated from the model's input schema. Bad input gets a 4xx with a message.
+request schemas generated from the model's input schema, and the Open Inference Protocol's
+``/v2`` routes (``oip``: one ``[N, 1]`` tensor per feature, outputs per task) scored by the same
+predictor, counted in the same metrics and seen by the same ``on_scored`` hook. Bad input gets
+a 4xx with a message.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .. import __version__, artifacts, model_store
 from ..config import Config, FeaturesConfig, project_module
+from ..config_base import PACKAGE
 from ..errors import ProjectError
 from ..scoring import Predictor
 from .core import (
@@ -37,6 +42,16 @@ from .core import (
     unsupported_media,
 )
 from .observability import ServiceMetrics
+from .oip import (
+    FLOAT_DATATYPES,
+    MAX_LISTED_PROBLEMS,
+    Inference,
+    InferenceError,
+    Output,
+    Tensor,
+    TensorSpec,
+    add_inference_protocol,
+)
 from .runtime import PredictorFactory, predictor_loader
 from .schemas import (
     PREDICTION_MODELS,
@@ -44,12 +59,16 @@ from .schemas import (
     build_batch_model,
     build_batch_prediction_model,
     build_record_model,
+    feature_tensors,
+    prediction_tensors,
 )
 
 # Called after a scoring request: (request, validated rows, predictions, start time).
 ScoredHook = Callable[[Request, list[dict[str, Any]], list[dict[str, Any]], float], None]
 # Batches up to this many rows are scored inline; larger ones in the thread pool.
 INLINE_BATCH_ROWS = 64
+# The same for Open Inference Protocol bodies (columnar JSON: ~64 rows of a dozen features).
+INLINE_OIP_BYTES = 8_192
 # The MLOps service's factory, in the module only MLOps projects have.
 CHAMPION_APP_MODULE = "serving.mlops"
 
@@ -108,8 +127,9 @@ def add_model_routes(
     task: str,
     on_scored: ScoredHook | None = None,
 ) -> None:
-    """Add ``GET /metadata``, ``POST /predict`` and ``POST /predict/batch``: request schemas for
-    ``features``, responses for ``task``; ``on_scored`` sees every scored request."""
+    """Add ``GET /metadata``, ``POST /predict``, ``POST /predict/batch`` and the Open Inference
+    Protocol's routes: request schemas for ``features``, responses for ``task``; ``on_scored``
+    sees every scored request (of either protocol)."""
     record_model = build_record_model(features)
     batch_model = build_batch_model(record_model, cfg.serving.max_batch_size)
     prediction_model = PREDICTION_MODELS[task]
@@ -195,15 +215,129 @@ def add_model_routes(
             {"predictions": predictions, "model_version": predictor.metadata.version}
         )
 
+    add_inference_protocol(
+        app,
+        state,
+        model_name=PACKAGE,
+        server_version=__version__,
+        model=TabularInference(features, record_model, metrics, on_scored),
+        max_batch_size=cfg.serving.max_batch_size,
+    )
+
 
 def _score(
     rows: list[dict[str, Any]], predictor: Predictor, metrics: ServiceMetrics
 ) -> list[dict[str, Any]]:
     """Score validated rows; plain dicts, in the shape of the task's prediction model."""
+    scores = _scores(rows, predictor, metrics)
+    return predictor.outputs.records(scores, predictor.metadata.version)
+
+
+def _scores(
+    rows: list[dict[str, Any]], predictor: Predictor, metrics: ServiceMetrics
+) -> np.ndarray:
+    """The model's scores for validated rows, counted in the service's metrics."""
     scores = predictor.predict_records(rows)
     outputs = predictor.outputs
     if outputs.is_classifier:
         metrics.count_predictions(outputs.counts(scores))
     else:
         metrics.observe_values(scores.tolist())
-    return outputs.records(scores, predictor.metadata.version)
+    return scores
+
+
+class TabularInference:
+    """The Open Inference Protocol's tensors for the tabular model: one ``[N, 1]`` input tensor
+    per raw feature (``schemas.feature_tensors``), validated row by row with the same record
+    model as ``/predict`` (bounds, categories, nulls), and the task's output tensors
+    (``schemas.prediction_tensors``).
+
+    Missing values: JSON null in any tensor, or NaN in a floating one, for a nullable feature.
+    """
+
+    inline_body_bytes = INLINE_OIP_BYTES
+
+    def __init__(
+        self,
+        features: FeaturesConfig,
+        record_model: type[BaseModel],
+        metrics: ServiceMetrics,
+        on_scored: ScoredHook | None,
+    ) -> None:
+        self._inputs = feature_tensors(features)
+        self._names = [spec.name for spec in self._inputs]
+        self._records: TypeAdapter[list[Any]] = TypeAdapter(list[record_model])  # type: ignore[valid-type]
+        self._metrics = metrics
+        self._on_scored = on_scored
+
+    def inputs(self, model: Predictor) -> Sequence[TensorSpec]:
+        return self._inputs
+
+    def outputs(self, model: Predictor) -> Sequence[TensorSpec]:
+        return prediction_tensors(model.metadata.task, model.outputs.classes)
+
+    def parameters(self, model: Predictor) -> dict[str, Any]:
+        meta = model.metadata
+        parameters: dict[str, Any] = {"task": meta.task}
+        if meta.task != "regression":
+            parameters["classes"] = model.outputs.classes
+        if meta.task == "binary_classification":
+            parameters["positive_class"] = meta.positive_class
+            parameters["threshold"] = model.outputs.threshold
+        return parameters
+
+    def infer(self, tensors: Mapping[str, Tensor], rows: int, model: Predictor) -> Inference:
+        columns = []
+        for name in self._names:
+            tensor = tensors[name]
+            tensor.check_values()
+            data = tensor.data
+            if tensor.datatype in FLOAT_DATATYPES:  # NaN is a missing value, as null is
+                data = [None if value != value else value for value in data]
+            columns.append(data)
+        try:
+            records = self._records.validate_python(
+                [
+                    dict(zip(self._names, values, strict=True))
+                    for values in zip(*columns, strict=True)
+                ]
+            )
+        except ValidationError as exc:
+            raise InferenceError(400, _row_problems(exc)) from None
+        validated = [record.model_dump(mode="json") for record in records]
+        scores = _scores(validated, model, self._metrics)
+        answers = model.outputs
+        version = model.metadata.version
+        predicted = answers.predicted(scores)
+        if answers.is_classifier:
+            datatype = prediction_tensors(model.metadata.task, answers.classes)[0].datatype
+            if datatype == "BYTES":
+                predicted = [str(label) for label in predicted]
+        else:
+            datatype = "FP64"
+        outputs = {"prediction": Output(datatype, (rows,), predicted)}
+        if model.metadata.task == "binary_classification":
+            outputs["probability"] = Output("FP64", (rows,), scores[:, 1].tolist())
+        if answers.is_classifier:
+            outputs["probabilities"] = Output("FP64", scores.shape, scores.ravel().tolist())
+        hook = self._on_scored
+        if hook is None:
+            return Inference(outputs)
+
+        def after(request: Request, started: float) -> None:
+            hook(request, validated, answers.records(scores, version), started)
+
+        return Inference(outputs, after)
+
+
+def _row_problems(exc: ValidationError) -> str:
+    """The record model's problems as one line: input name, row, message (the first few)."""
+    errors = exc.errors()
+    problems = [
+        f"input '{error['loc'][1]}' row {error['loc'][0]}: {error['msg']}"
+        if len(error["loc"]) >= 2
+        else f"row {error['loc'][0] if error['loc'] else '?'}: {error['msg']}"
+        for error in errors[:MAX_LISTED_PROBLEMS]
+    ]
+    more = len(errors) - MAX_LISTED_PROBLEMS
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")

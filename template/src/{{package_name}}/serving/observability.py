@@ -168,14 +168,13 @@ class ObservabilityMiddleware:
         except _BodyTooLargeError:
             if started:
                 raise
-            await _send_json(
-                send_wrapper,
-                413,
-                {
-                    "detail": f"request body larger than {self.max_body_bytes} bytes; "
-                    "send fewer records per request"
-                },
+            message = (
+                f"request body larger than {self.max_body_bytes} bytes; "
+                "send fewer records per request"
             )
+            # Open Inference Protocol routes answer in that protocol's error shape.
+            key = "error" if scope["path"].startswith("/v2/") else "detail"
+            await _send_json(send_wrapper, 413, {key: message})
         finally:
             elapsed = time.perf_counter() - start
             self.metrics.observe(scope["method"], _route_template(scope), status, elapsed)

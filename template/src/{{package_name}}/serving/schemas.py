@@ -19,6 +19,7 @@ from ..config import (
     Label,
     NumericFeature,
 )
+from .oip import BATCH, NUMBER_DATATYPES, TensorSpec
 
 STRICT_RECORD = ConfigDict(extra="forbid", frozen=True)
 
@@ -159,3 +160,48 @@ class ModelInfo(BaseModel):
     input_example: dict[str, Any]
     output_schema: dict[str, Any] = Field(description="JSON schema of one prediction")
     data_fingerprint: str
+
+
+# --- Open Inference Protocol tensors (serving/oip.py) ---------------------------------------
+
+# One [N, 1] tensor per raw feature: the shape of the ONNX graph's own inputs (what Triton
+# shows for model.onnx) and of MLServer's pandas codec. ``[N]`` is accepted too.
+FEATURE_SHAPE = (BATCH, 1)
+
+
+def feature_tensors(features: FeaturesConfig) -> list[TensorSpec]:
+    """The model's input tensors, one per raw feature in config order: numbers as INT64 (int
+    features) or FP64 (any integer or floating datatype is taken; values are checked as in
+    ``/predict``), categories, timestamps (ISO 8601) and text as BYTES, booleans as BOOL."""
+    specs = [
+        TensorSpec(f.name, "INT64" if f.dtype == "int" else "FP64", FEATURE_SHAPE, NUMBER_DATATYPES)
+        for f in features.numeric
+    ]
+    specs += [TensorSpec(f.name, "BYTES", FEATURE_SHAPE) for f in features.categorical]
+    specs += [TensorSpec(f.name, "BOOL", FEATURE_SHAPE) for f in features.boolean]
+    specs += [TensorSpec(f.name, "BYTES", FEATURE_SHAPE) for f in features.datetime]
+    specs += [TensorSpec(f.name, "BYTES", FEATURE_SHAPE) for f in features.text]
+    order = {name: i for i, name in enumerate(features.names)}
+    return sorted(specs, key=lambda spec: order[spec.name])
+
+
+def label_datatype(classes: list[Any]) -> str:
+    """The tensor datatype of a model's class labels: BOOL, INT64, or BYTES (text)."""
+    if classes and all(isinstance(label, bool) for label in classes):
+        return "BOOL"
+    if classes and all(isinstance(label, int) and not isinstance(label, bool) for label in classes):
+        return "INT64"
+    return "BYTES"
+
+
+def prediction_tensors(task: str, classes: list[Any]) -> list[TensorSpec]:
+    """The output tensors of a task (as ``/predict`` answers): ``prediction`` (the label, or
+    the value for regression) [N]; binary: ``probability`` (of the positive class) [N];
+    classifiers: ``probabilities`` [N, n_classes] in the order of the model's classes."""
+    if task == "regression":
+        return [TensorSpec("prediction", "FP64", (BATCH,))]
+    specs = [TensorSpec("prediction", label_datatype(classes), (BATCH,))]
+    if task == "binary_classification":
+        specs.append(TensorSpec("probability", "FP64", (BATCH,)))
+    specs.append(TensorSpec("probabilities", "FP64", (BATCH, len(classes))))
+    return specs

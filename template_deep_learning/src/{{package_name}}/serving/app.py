@@ -3,14 +3,15 @@
 ``create_app(cfg)`` builds a fresh app (no module-level app, no global state) on the shared
 plumbing in ``core`` (background model loading, ``/health``, ``/ready``, ``/metrics``,
 observability) and adds ``GET /metadata``, ``POST /predict`` (pixels as JSON),
-``POST /predict/image`` (an uploaded image file) and ``POST /predict/batch``. Bad input gets a
-4xx with a message that names the problem, never a 500.
+``POST /predict/image`` (an uploaded image file) and ``POST /predict/batch``, and the Open
+Inference Protocol's ``/v2`` routes (``oip``; ``ImageInference`` maps its tensors). Bad input
+gets a 4xx with a message that names the problem, never a 500.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from .. import __version__, artifacts, model_store
+from ..artifacts import ONNX_INPUT
 from ..config import Config, ServingConfig
+from ..config_base import PACKAGE
 from ..errors import DataError, ProjectError
 from ..imaging import FORMAT_NAMES, ImageTooLargeError, decode_image, encode_png, read_header
 from .core import (
@@ -36,6 +39,7 @@ from .core import (
     unsupported_media,
 )
 from .observability import ServiceMetrics
+from .oip import Inference, InferenceError, Output, Tensor, TensorSpec, add_inference_protocol
 from .runtime import Predictor, input_shape, load_predictor, rank
 from .schemas import (
     BatchPrediction,
@@ -44,6 +48,8 @@ from .schemas import (
     ProblemResponse,
     build_batch_model,
     build_image_model,
+    image_tensors,
+    prediction_tensors,
 )
 
 PredictorFactory = Callable[[Path], Predictor]
@@ -354,7 +360,68 @@ def create_app(cfg: Config, predictor_factory: PredictorFactory | None = None) -
             decodes.release(pixels)
         return json_response(prediction)
 
+    add_inference_protocol(
+        app,
+        state,
+        model_name=PACKAGE,
+        server_version=__version__,
+        model=ImageInference(scorer),
+        max_batch_size=max_batch,
+    )
     return app
+
+
+class ImageInference:
+    """The Open Inference Protocol's tensors for the image classifier.
+
+    Input: the ONNX graph's own ``pixels``, FP32 ``[N, C, H, W]`` with values in [0, 1] (pixel
+    / 255), which is what Triton and KServe clients send to an image model and what Triton
+    itself would take for ``model.onnx``: a client moves between this service and Triton
+    unchanged. Encoded images (PNG, JPEG) as BYTES are not taken here: the JSON form of the
+    protocol has no standard binary encoding for them (base64 is each server's own
+    convention), and decoding untrusted files needs the size and decompression-bomb guards
+    of ``POST /predict/image``, which stays the route for files.
+
+    Outputs: ``prediction`` (the most probable class; ties to the first class, as
+    ``/predict``) BYTES ``[N]`` and ``probabilities`` FP32 ``[N, n_classes]`` in the order of
+    the model's classes (``parameters.classes`` of the model metadata).
+    """
+
+    inline_body_bytes = INLINE_BODY_BYTES
+
+    def __init__(self, scorer: _Scorer) -> None:
+        self._scorer = scorer
+
+    def inputs(self, model: Predictor) -> Sequence[TensorSpec]:
+        return image_tensors(model.metadata.image_size, model.metadata.channels)
+
+    def outputs(self, model: Predictor) -> Sequence[TensorSpec]:
+        return prediction_tensors(len(model.metadata.classes))
+
+    def parameters(self, model: Predictor) -> dict[str, Any]:
+        return {"task": model.metadata.task, "classes": model.metadata.classes}
+
+    def infer(self, tensors: Mapping[str, Tensor], rows: int, model: Predictor) -> Inference:
+        tensor = tensors[ONNX_INPUT]
+        tensor.check_values()  # numbers only: NumPy would also read "0.5" or true
+        pixels = np.asarray(tensor.data, dtype=np.float32).reshape(
+            rows, *input_shape(model.metadata)
+        )
+        if not np.isfinite(pixels).all() or pixels.min() < 0.0 or pixels.max() > 1.0:
+            raise InferenceError(
+                400,
+                f"input '{ONNX_INPUT}' must hold finite values in [0, 1] (pixel / 255) and no "
+                "nulls",
+            )
+        probabilities, labels = self._scorer.classify(pixels, model)
+        return Inference(
+            {
+                "prediction": Output("BYTES", (rows,), labels),
+                "probabilities": Output(
+                    "FP32", probabilities.shape, probabilities.ravel().tolist()
+                ),
+            }
+        )
 
 
 def upload_pixel_limit(serving: ServingConfig, image_size: int) -> int:
@@ -451,6 +518,15 @@ class _Scorer:
             row["model_version"] = version
         self._count(row["prediction"] for row in rows)
         return rows
+
+    def classify(self, pixels: np.ndarray, predictor: Predictor) -> tuple[np.ndarray, list[str]]:
+        """Class probabilities ``[N, n_classes]`` for ``[N, C, H, W]`` pixels and each row's
+        most probable class (the first on ties, as ``rank``), counted like ``score_pixels``."""
+        probabilities = predictor.predict(pixels)
+        classes = predictor.metadata.classes
+        labels = [classes[i] for i in probabilities.argmax(axis=1).tolist()]
+        self._count(labels)
+        return probabilities, labels
 
     def score_upload(
         self, data: bytes, size: int, max_pixels: int, predictor: Predictor

@@ -9,6 +9,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ..artifacts import ONNX_INPUT
+from .oip import BATCH, FLOAT_DATATYPES, TensorSpec
+
 STRICT_REQUEST = ConfigDict(extra="forbid", frozen=True)
 
 # Strict: numbers only (no "0.5" strings, no booleans); finite and in [0, 1] like the decoded
@@ -97,3 +100,24 @@ class ProblemResponse(BaseModel):
 
     detail: str = Field(description="what is wrong and what to do, in one line")
     errors: list[Problem] = Field(default_factory=list)
+
+
+# --- Open Inference Protocol tensors (serving/oip.py) ---------------------------------------
+
+
+def image_tensors(image_size: int, channels: int) -> list[TensorSpec]:
+    """The model's input tensor: the ONNX graph's own, so a client written for Triton serving
+    ``model.onnx`` works unchanged: ``pixels`` FP32 ``[N, C, H, W]``, values in [0, 1]
+    (pixel / 255); FP16 and FP64 are taken too."""
+    return [
+        TensorSpec(ONNX_INPUT, "FP32", (BATCH, channels, image_size, image_size), FLOAT_DATATYPES)
+    ]
+
+
+def prediction_tensors(n_classes: int) -> list[TensorSpec]:
+    """The output tensors: ``prediction`` (the most probable class) BYTES ``[N]`` and
+    ``probabilities`` FP32 ``[N, n_classes]`` in the order of the model's classes."""
+    return [
+        TensorSpec("prediction", "BYTES", (BATCH,)),
+        TensorSpec("probabilities", "FP32", (BATCH, n_classes)),
+    ]

@@ -1,0 +1,1 @@
+../../../../template/src/{{package_name}}/serving/oip.py
