@@ -19,15 +19,17 @@ but no filesystem path or file content; the log line beside it has the full stor
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 import shutil
 import tempfile
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -85,11 +87,21 @@ class RegistryReader(Protocol):
 
 
 class RestRegistry:
-    """MLflow's REST API over ``urllib``: aliases, model versions, proxied artifacts."""
+    """MLflow's REST API over ``urllib``: aliases, model versions, proxied artifacts.
 
-    def __init__(self, base_url: str, timeout_s: float = HTTP_TIMEOUT_S) -> None:
+    ``authorization``: the ``Authorization`` header for a server behind authentication (see
+    ``tracking_authorization``: MLflow's own credential variables)."""
+
+    def __init__(
+        self, base_url: str, timeout_s: float = HTTP_TIMEOUT_S, authorization: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.headers = {"Authorization": authorization} if authorization else {}
+
+    def _open(self, url: str) -> Any:
+        request = urllib.request.Request(url, headers=self.headers)
+        return urllib.request.urlopen(request, timeout=self.timeout_s)
 
     def by_alias(self, name: str, alias: str) -> RegistryVersion:
         query = urllib.parse.urlencode({"name": name, "alias": alias})
@@ -111,7 +123,7 @@ class RestRegistry:
         url = f"{self.base_url}/api/2.0/mlflow-artifacts/artifacts/{path}"
         try:
             with (
-                urllib.request.urlopen(url, timeout=self.timeout_s) as response,
+                self._open(url) as response,
                 destination.open("wb") as handle,
             ):
                 shutil.copyfileobj(response, handle)
@@ -121,7 +133,7 @@ class RestRegistry:
     def _get_json(self, path: str) -> dict[str, Any]:
         url = f"{self.base_url}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+            with self._open(url) as response:
                 payload: dict[str, Any] = json.load(response)
                 return payload
         except urllib.error.HTTPError as exc:
@@ -208,8 +220,22 @@ class MlflowRegistry:
 def registry_reader(tracking_uri: str) -> RegistryReader:
     """REST for a tracking server, the MLflow client for an embedded store."""
     if tracking_uri.startswith(("http://", "https://")):
-        return RestRegistry(tracking_uri)
+        return RestRegistry(tracking_uri, authorization=tracking_authorization(os.environ))
     return MlflowRegistry(tracking_uri)
+
+
+def tracking_authorization(env: Mapping[str, str]) -> str | None:
+    """The ``Authorization`` header MLflow's own client sends for these variables:
+    ``MLFLOW_TRACKING_TOKEN`` (bearer) or ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` (basic); None without them. On Kubernetes they come from the
+    project's Secret (deploy/k8s), like the tracking URI."""
+    token = env.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return f"Bearer {token}"
+    user, password = env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return None
 
 
 def fetch_bundle(reader: RegistryReader, found: RegistryVersion, cache_dir: Path) -> Path:

@@ -89,6 +89,19 @@ BINARY_UNSUPPORTED = (
     "(tritonclient: binary_data=False on inputs and requested outputs)"
 )
 MAX_LISTED_PROBLEMS = 5
+# What each numeric datatype holds: a JSON integer outside it is refused (NumPy and pydantic
+# raise OverflowError on integers beyond float range, which would be a 500).
+_VALUE_RANGES: dict[str, tuple[float, float]] = {
+    **{f"INT{bits}": (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (8, 16, 32, 64)},
+    **{f"UINT{bits}": (0, 2**bits - 1) for bits in (8, 16, 32, 64)},
+    "FP16": (-65504.0, 65504.0),
+    "FP32": (-3.4028234663852886e38, 3.4028234663852886e38),
+    "FP64": (-1.7976931348623157e308, 1.7976931348623157e308),
+}
+# A body with more commas than this many times the values of a full batch cannot be valid:
+# refused before parsing (parsing a few MB of numbers costs tens of MB of Python objects).
+SCAN_SLACK = 2
+SCAN_ALLOWANCE = 1024  # the commas of the request's own keys, shapes and parameters
 NAME_ECHO_LIMIT = 80  # characters of a client's tensor name repeated in an error
 
 
@@ -272,12 +285,19 @@ class Tensor:
     def check_values(self) -> None:
         """Refuse values of another JSON type than the datatype's (null passes: missing)."""
         allowed = _JSON_VALUES[self.datatype]
-        found = {type(value) for value in self.data} - allowed - {type(None)}
+        kinds = {type(value) for value in self.data}
+        found = kinds - allowed - {type(None)}
         if found:
             names = ", ".join(sorted(_JSON_NAMES.get(kind, kind.__name__) for kind in found))
             raise InferenceError(
                 400, f"input '{self.name}' is {self.datatype} but its data holds {names} values"
             )
+        if int in kinds and self.datatype in _VALUE_RANGES:
+            low, high = _VALUE_RANGES[self.datatype]
+            if any(type(value) is int and not low <= value <= high for value in self.data):
+                raise InferenceError(
+                    400, f"input '{self.name}' holds integers outside the range of {self.datatype}"
+                )
 
 
 @dataclass(frozen=True)
@@ -590,6 +610,14 @@ def add_inference_protocol(
             }
         )
 
+    def _too_many_values(body: bytes, specs: Sequence[TensorSpec]) -> bool:
+        """Whether ``body`` has more commas than a full batch of these inputs could (numbers
+        only: text tensors may hold commas in their values)."""
+        if any(spec.datatype == "BYTES" for spec in specs):
+            return False
+        values = max_batch_size * sum(math.prod(spec.shape[1:]) for spec in specs)
+        return body.count(b",") > SCAN_SLACK * values + SCAN_ALLOWANCE
+
     def run(body: bytes, loaded: Any) -> tuple[dict[str, Any], AfterInference | None]:
         request = parse_request(body)
         names = _requested(request, model.outputs(loaded))
@@ -618,6 +646,12 @@ def add_inference_protocol(
         if "inference-header-content-length" in request.headers:
             raise InferenceError(400, BINARY_UNSUPPORTED)
         body = await request.body()
+        if len(body) > model.inline_body_bytes and _too_many_values(body, model.inputs(loaded)):
+            raise InferenceError(
+                413,
+                f"the body holds more values than {max_batch_size} rows "
+                "(serving.max_batch_size) of the model's inputs can: send fewer rows per request",
+            )
         if len(body) <= model.inline_body_bytes:
             answer, after = run(body, loaded)
         else:

@@ -32,6 +32,17 @@ def _integral(value: Any) -> Any:
     return value
 
 
+# Python integers are unbounded: beyond float range pydantic's finite-number check raises
+# OverflowError (a 500) instead of refusing the value, and ONNX Runtime could not take it.
+MAX_ABS_INTEGER = 2**63 - 1
+
+
+def _bounded_integer(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_ABS_INTEGER:
+        raise ValueError("Input should be within the 64-bit integer range")
+    return value
+
+
 def _numeric_field(feature: NumericFeature) -> tuple[Any, Any]:
     base: Any = int if feature.dtype == "int" else float
     constraints = Field(
@@ -45,6 +56,7 @@ def _numeric_field(feature: NumericFeature) -> tuple[Any, Any]:
         Annotated[base | None, constraints] if feature.nullable else Annotated[base, constraints]
     )
     if feature.dtype == "int":
+        field = Annotated[field, BeforeValidator(_bounded_integer)]
         field = Annotated[field, BeforeValidator(_integral)]
     return field, ...
 
