@@ -9,8 +9,10 @@ commands, so ``serve`` starts without loading MLflow, pandera or matplotlib. A u
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -34,6 +36,14 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", help="YAML config file.", envvar=f"{PACKAGE.upper()}_CONFIG"),
 ]
 DEFAULT_CONFIG = Path("configs/config.yaml")
+PYSPARK_PANDAS_WARNING = "PySpark does not yet fully support pandas"
+
+
+class Engine(enum.StrEnum):
+    """Where ``predict`` scores: in this process, or inside Apache Spark."""
+
+    local = "local"
+    spark = "spark"
 
 
 def user_errors(command: Command) -> Command:
@@ -41,6 +51,9 @@ def user_errors(command: Command) -> Command:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        # With the [spark] extra installed, pandera imports pyspark.pandas, which warns that
+        # pandas 3 is not fully supported: noise in every command, Spark or not.
+        warnings.filterwarnings("ignore", message=PYSPARK_PANDAS_WARNING, category=FutureWarning)
         try:
             command(*args, **kwargs)
         except ProjectError as exc:
@@ -230,16 +243,30 @@ def predict(
     input: Annotated[
         str,
         typer.Option(
-            "--input", "-i", help="A .csv/.parquet file, or 'sql' for data.scoring_query."
+            "--input",
+            "-i",
+            help="A .csv/.parquet file, folder or glob, 'sql' for data.scoring_query; with "
+            "--engine spark also an hdfs://, s3a://... URI or table:<name> of the Spark catalog.",
         ),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to write predictions (.csv or .parquet).")
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write predictions: a .csv or .parquet file; with --engine spark a "
+            "<name>.parquet folder (a path or URI).",
+        ),
     ],
     config: ConfigOption = DEFAULT_CONFIG,
     version: Annotated[str | None, typer.Option(help="Model version (default: LATEST).")] = None,
     chunk_size: Annotated[
-        int | None, typer.Option(min=1, help="Rows per chunk (default: data.chunk_size).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Rows per chunk (default: data.chunk_size); with Spark, rows per Arrow batch "
+            "(default: Spark's spark.sql.execution.arrow.maxRecordsPerBatch, 10000).",
+        ),
     ] = None,
     explain: Annotated[
         bool,
@@ -249,13 +276,45 @@ def predict(
             "evaluation.explain_top_k largest, and shap_<input> per input.",
         ),
     ] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="local: this process, chunk by chunk. spark: inside Apache Spark (the [spark] "
+            "extra and Java 17+; see docs/spark.md)."
+        ),
+    ] = Engine.local,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            help="Spark master URL with --engine spark, e.g. local[4] (default: spark-submit's, "
+            "else local[*]).",
+            envvar=f"{PACKAGE.upper()}_SPARK_MASTER",
+        ),
+    ] = None,
 ) -> None:
-    """Batch-score a file or the scoring query, chunk by chunk."""
+    """Batch-score files, a table or the scoring query: chunk by chunk here, or with Spark."""
+    cfg = _load(config)
+    if engine is Engine.spark:
+        if explain:
+            raise ConfigError(
+                "--explain needs the scikit-learn pipeline and runs with --engine local only: "
+                "explain a sample of the rows locally"
+            )
+        from .spark_scoring import predict_spark
+
+        result = predict_spark(
+            cfg, input, output, version=version, chunk_size=chunk_size, master=spark_master
+        )
+        typer.echo(
+            f"{result.rows} rows scored by Spark ({result.master}) in {result.batches} Arrow "
+            f"batch(es) on {result.worker_processes} worker process(es) with model "
+            f"{result.model_version} ({result.predictions}) -> {result.output}"
+        )
+        return
     from .predict import predict_batch
 
-    cfg = _load(config)
     summary = predict_batch(
-        cfg, input, output, version=version, chunk_size=chunk_size, explain=explain
+        cfg, input, Path(output), version=version, chunk_size=chunk_size, explain=explain
     )
     typer.echo(
         f"{summary.rows} rows scored in {summary.chunks} chunk(s) with model "

@@ -10,6 +10,9 @@ when every chunk succeeded, so a bad row never leaves a half-written file behind
 and ``shap_<input>`` for every input. The scores stay the runtime's; the explanations come from
 the model's scikit-learn pipeline, so they need the [pipeline] extra and cost far more than
 scoring (milliseconds per row for most models, more for a large random forest).
+
+``predict --engine spark`` runs the same per-chunk steps inside Apache Spark (``spark_scoring``),
+for inputs too big for one process.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from .features import raw_columns, to_model_frame
 from .scoring import load_predictor
 
 SQL_SOURCE = "sql"
+# A Spark catalog table (``--engine spark`` only; see spark_scoring).
+TABLE_PREFIX = "table:"
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,10 @@ def predict_batch(
     ``explain`` adds the ``top_*`` and ``shap_*`` columns of each row."""
     if output.suffix.lower() not in (".csv", ".parquet"):
         raise DataError(f"unsupported output {output}: use a .csv or .parquet file name")
+    if source.startswith(TABLE_PREFIX):
+        raise DataError(
+            f"--input {source} is a table of the Spark catalog: score it with --engine spark"
+        )
     if source != SQL_SOURCE and output.resolve() in {
         path.resolve() for path in resolve_files(source, "--input")
     }:
