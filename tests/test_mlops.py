@@ -137,7 +137,8 @@ def test_mlops_fuzz_service_finds_no_issue(
     env = project_env(cli_loop.project)
 
     with live_service(project_python, cli_loop.project, PACKAGE, env) as base:
-        cases = fuzz(project_python, base, tmp_path)
+        settings = cli_loop.project / "tests" / "schemathesis.toml"
+        cases = fuzz(project_python, base, tmp_path, settings)
 
     print(f"\n[mlops] schemathesis: {cases}")
 

@@ -142,7 +142,12 @@ COMMON_FILES = [
     "uv.lock",
 ]
 # Tabular projects: the extraction queries and the Spark scoring benchmark.
-TABULAR_FILES = ["sql/scoring_set.sql", "sql/training_set.sql", "benchmarks/bench_spark.py"]
+TABULAR_FILES = [
+    "sql/scoring_set.sql",
+    "sql/training_set.sql",
+    "benchmarks/bench_spark.py",
+    "tests/schemathesis.toml",
+]
 FILES_BY_TYPE = {
     "classical": TABULAR_FILES,
     "mlops": [

@@ -66,6 +66,8 @@ from .tasks import Task, task_for
 from .train import split_rows
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import optuna
 
 logger = logging.getLogger(__name__)
@@ -605,13 +607,29 @@ def _run_workers(jobs: list[WorkerJob]) -> None:
     # connections and threads).
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(jobs), mp_context=context) as pool:
-        futures = [pool.submit(run_worker, job) for job in jobs]
+        first = pool.submit(run_worker, jobs[0])
+        if jobs[0].storage.startswith("sqlite"):
+            _wait_for_queue_taken(jobs[0], first)
+        futures = [first, *(pool.submit(run_worker, job) for job in jobs[1:])]
         errors = [future.exception() for future in futures]
     for error in errors:
         if error is not None:
             if isinstance(error, ProjectError):
                 raise error
             raise ProjectError(f"a tune worker failed: {typed_first_line(error)}") from error
+
+
+def _wait_for_queue_taken(job: WorkerJob, worker: Future[int], poll_s: float = 0.1) -> None:
+    """Wait until a worker has taken the study's queued trial (the current parameters), or
+    ``worker`` has ended. SQLite has no row locks (Optuna's SELECT ... FOR UPDATE is a no-op
+    there): workers starting together could each take the same queued trial and run it twice,
+    leaving the study a trial short (seen in CI). PostgreSQL and MySQL lock the row."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage))
+    while not worker.done() and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        time.sleep(poll_s)
 
 
 def plan_tuning(cfg: Config, trials: int | None = None, workers: int = 1) -> TuningPlan:
