@@ -17,6 +17,7 @@ for inputs too big for one process.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ import pyarrow.parquet as pq
 from . import model_store
 from .atomic import replacing
 from .config import Config
-from .data.extract import iter_files, iter_source_query, resolve_files
+from .data.extract import iter_files, iter_source_query, output_clashes
 from .data.validate import validate_frame
+from .dburl import database_file
 from .errors import DataError
 from .features import raw_columns, to_model_frame
 from .scoring import load_predictor
@@ -38,6 +40,8 @@ from .scoring import load_predictor
 SQL_SOURCE = "sql"
 # A Spark catalog table (``--engine spark`` only; see spark_scoring).
 TABLE_PREFIX = "table:"
+# A URI with a scheme (hdfs://, s3a://): not a local path to compare.
+_REMOTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,34 @@ def iter_input(source: str, cfg: Config, chunk_size: int) -> Generator[pd.DataFr
     yield from iter_files(source, chunk_size, label="--input")
 
 
+def data_specs(cfg: Config, source: str) -> list[str]:
+    """Every file, folder or glob of data this command or the project reads: the input, each of
+    ``data.tables`` and a database file ``data.url`` names (SQLite, DuckDB). Remote URIs are
+    left out: only local paths can be compared."""
+    specs = [] if source == SQL_SOURCE or source.startswith(TABLE_PREFIX) else [source]
+    specs += cfg.data.tables.values()
+    database = database_file(cfg.data.url)
+    if database is not None:
+        specs.append(str(database))
+    return [spec for spec in specs if not _REMOTE.match(spec)]
+
+
+def check_output_location(cfg: Config, source: str, output: Path) -> None:
+    """Refuse an ``output`` that would replace, hold or be read back as data the project
+    reads (a scores file named like one of the user's tables, or written into an input's
+    folder): the user's data is never written. An output whose folder is a file is refused
+    too, before any scoring."""
+    blocking = next((p for p in output.absolute().parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise DataError(f"--output {output}: {blocking} is a file, not a folder")
+    for spec in data_specs(cfg, source):
+        if output_clashes(output, spec):
+            raise DataError(
+                f"--output {output} would replace, hold or be read back as data the project "
+                f"reads ({spec}): write it elsewhere, e.g. under reports/"
+            )
+
+
 def predict_batch(
     cfg: Config,
     source: str,
@@ -77,10 +109,7 @@ def predict_batch(
         raise DataError(
             f"--input {source} is a table of the Spark catalog: score it with --engine spark"
         )
-    if source != SQL_SOURCE and output.resolve() in {
-        path.resolve() for path in resolve_files(source, "--input")
-    }:
-        raise DataError(f"--output {output} is one of the input files: choose another path")
+    check_output_location(cfg, source, output)
     if output.is_dir():
         raise DataError(f"--output {output} is a folder: give a file name (.csv or .parquet)")
     model_dir = model_store.resolve_model_dir(cfg.paths.models_dir, version)

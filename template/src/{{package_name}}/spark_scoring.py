@@ -53,7 +53,7 @@ from .config import Config, FeaturesConfig
 from .config_base import PACKAGE
 from .errors import ConfigError, DataError, DataValidationError, ModelIntegrityError, ProjectError
 from .errortext import first_line
-from .predict import SQL_SOURCE, TABLE_PREFIX
+from .predict import SQL_SOURCE, TABLE_PREFIX, check_output_location
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -720,6 +720,9 @@ def _run(
         storage = _Storage(spark, target)
         inputs = [*rows.folders, *(location(name) for name in rows.frame.inputFiles())]
         check_output(output, inputs, storage)
+        if not _URI.match(output) or output.startswith("file:"):
+            local = unquote(urlparse(output).path) if output.startswith("file:") else output
+            check_output_location(cfg, source, Path(local))
         context: Any = spark.sparkContext
         counters = {
             "rows": context.accumulator(0),

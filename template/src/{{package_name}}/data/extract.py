@@ -17,6 +17,7 @@ database file is an error, never a new empty database where the config points.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import glob
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
@@ -123,6 +124,28 @@ def resolve_files(spec: str, label: str) -> list[Path]:
     if len(kinds) > 1:
         raise DataError(f"{label}: {spec} mixes CSV and Parquet files; name one kind")
     return files
+
+
+def output_clashes(output: Path, spec: str) -> bool:
+    """Whether writing ``output`` (a file, or a folder of files as Spark writes one) would
+    replace data that ``spec`` (a file, folder or glob) reads, hold it, or be read back by it:
+    the spec's file itself, anything inside its folder, a folder around it, or a path its glob
+    matches (folders included, since Spark's output is one)."""
+    forms = {output.absolute(), output.resolve()}
+    if glob.has_magic(spec):
+        patterns = {str(Path(spec).absolute())}
+        return any(
+            fnmatch.fnmatchcase(str(path), pattern)
+            for form in forms
+            for path in (form, *form.parents)
+            for pattern in patterns
+        )
+    bases = {Path(spec).absolute(), Path(spec).resolve()}
+    return any(
+        target == base or base in target.parents or target in base.parents
+        for target in forms
+        for base in bases
+    )
 
 
 def file_reader(spec: str, label: str) -> str:
